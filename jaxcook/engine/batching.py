@@ -1,0 +1,281 @@
+"""Batching: a list of `Datum`s becomes one `Batch` of bucketed `[B, T]` arrays, and back.
+
+Two layouts, both one row per `B` index:
+- padding (`pack=False`): datum i sits alone in row i, left-aligned, zeros after it;
+- packing (`pack=True`): datums are placed first-fit-decreasing into rows; each keeps its own
+  positions (restarting at 0) and its own segment id, so attention can be masked per datum.
+
+Shapes round up to the sizes in `BucketConfig` so that a run compiles at most
+`len(bucket_shapes(config))` programs per (loss, set of input keys, K). The number of datum
+slots `D` (the per-datum axis DPO reduces over) is not a third bucket axis: it is a function of
+`(B, T)`: `D = B` when padding (one datum per row) and `D = B * T` when packing (a datum has at
+least one token, so a `[B, T]` batch holds at most `B * T` of them). `datum_valid_D` marks the
+real datums; `datum_ids_BT` indexes it (and the input list).
+
+All arrays are host numpy arrays; the caller moves the `Batch` (a pytree) to devices.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from jaxcook.types import Datum
+
+TARGET_KEY = "target_tokens"
+
+
+def default_seq_buckets(max_seq_len: int, *, min_len: int = 64) -> tuple[int, ...]:
+    """Powers of two from `min_len`, then `max_seq_len` rounded up to a multiple of 128 (TPU tiles).
+
+    `default_seq_buckets(3000) == (64, 128, 256, 512, 1024, 2048, 3072)`.
+    """
+    if max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+    top = -(-max_seq_len // 128) * 128 if max_seq_len > min_len else min_len
+    sizes, t = [], min_len
+    while t < top:
+        sizes.append(t)
+        t *= 2
+    return (*sizes, top)
+
+
+def default_batch_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Powers of two from 1, then `max_batch_size` itself: `default_batch_buckets(48) == (1, ..., 32, 48)`."""
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    sizes, b = [], 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    return (*sizes, max_batch_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BucketConfig:
+    """Allowed sequence lengths `T` and batch sizes `B`; both sorted, strictly increasing."""
+
+    seq_buckets: tuple[int, ...] = default_seq_buckets(4096)
+    batch_buckets: tuple[int, ...] = default_batch_buckets(64)
+
+    def __post_init__(self):
+        for name in ("seq_buckets", "batch_buckets"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            _check_buckets(name, getattr(self, name))
+
+
+def bucket_shapes(config: BucketConfig) -> list[tuple[int, int]]:
+    """Every `(B, T)` a `Batch` built with `config` can have (padding or packing)."""
+    return [(b, t) for b in config.batch_buckets for t in config.seq_buckets]
+
+
+def _check_buckets(name: str, buckets: Sequence[int]) -> None:
+    if not all(isinstance(x, int | np.integer) and x > 0 for x in buckets) or list(buckets) != sorted(
+        set(buckets)
+    ):
+        raise ValueError(f"BucketConfig.{name} must be strictly increasing positive ints, got {buckets}")
+
+
+def _round_up(n: int, buckets: Sequence[int]) -> int | None:
+    """Smallest bucket >= n, or None when n exceeds the largest."""
+    i = int(np.searchsorted(np.asarray(buckets), n, side="left"))
+    return int(buckets[i]) if i < len(buckets) else None
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Batch:
+    """Bucketed arrays for one forward/backward call (a JAX pytree; every field is data).
+
+    tokens_BT       int32   input token ids, 0 on padding
+    positions_BT    int32   position within the token's own datum (restarts at 0 per datum)
+    segment_ids_BT  int32   0 = padding, k = k-th datum of the row (1-based)
+    datum_ids_BT    int32   index of the datum in the input list, -1 on padding
+    mask_BT         float32 1 on real positions, 0 on padding
+    targets_BT      int32   `[B, T]` target ids, or `[B, T, K]` for soft (top-K) targets
+    inputs          dict of float32 `[B, T]` / `[B, T, K]`: every other loss_fn_input, 0 on padding
+    datum_valid_D   float32 `[D]`, 1 for datum slots 0..N-1 (real datums), 0 after; see module doc
+    """
+
+    tokens_BT: np.ndarray
+    positions_BT: np.ndarray
+    segment_ids_BT: np.ndarray
+    datum_ids_BT: np.ndarray
+    mask_BT: np.ndarray
+    targets_BT: np.ndarray
+    inputs: dict[str, np.ndarray]
+    datum_valid_D: np.ndarray
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each datum went: datum i occupies `[rows_N[i], starts_N[i] : starts_N[i] + lengths_N[i]]`."""
+
+    rows_N: np.ndarray
+    starts_N: np.ndarray
+    lengths_N: np.ndarray
+    batch_size: int
+    seq_len: int
+
+    @property
+    def num_datums(self) -> int:
+        return len(self.lengths_N)
+
+
+def unbatch(layout: Layout, array_BT) -> list[np.ndarray]:
+    """Cut a per-token output `[B, T, ...]` back into one array `[length_i, ...]` per datum."""
+    arr = np.asarray(array_BT)
+    if arr.shape[:2] != (layout.batch_size, layout.seq_len):
+        raise ValueError(
+            f"unbatch: array has shape {arr.shape}, expected leading dims "
+            f"{(layout.batch_size, layout.seq_len)} from the layout"
+        )
+    return [
+        arr[r, s : s + n]
+        for r, s, n in zip(layout.rows_N.tolist(), layout.starts_N.tolist(), layout.lengths_N.tolist())
+    ]
+
+
+def _check_keys(data: Sequence[Datum]) -> list[str]:
+    """All datums must share one set of loss_fn_input keys and per-key trailing shapes."""
+    first = data[0].loss_fn_inputs
+    keys = sorted(first)
+    trailing = {k: first[k].shape[1:] for k in keys}
+    if TARGET_KEY not in first:
+        raise ValueError(f"datum 0 has no {TARGET_KEY!r} in loss_fn_inputs (keys: {keys})")
+    for i, d in enumerate(data):
+        got = sorted(d.loss_fn_inputs)
+        if got != keys:
+            raise ValueError(
+                f"datum {i} has loss_fn_inputs keys {got}, but datum 0 has {keys}; "
+                "all datums in one batch must carry the same keys"
+            )
+        for k in keys:
+            shape = d.loss_fn_inputs[k].shape[1:]
+            if shape != trailing[k]:
+                kind = " (a batch holds either 1-D or [N, K] soft targets, not both)"
+                raise ValueError(
+                    f"datum {i}: loss_fn_inputs[{k!r}] has per-token shape {shape}, datum 0 has "
+                    f"{trailing[k]}{kind if k == TARGET_KEY else ''}"
+                )
+    return keys
+
+
+def _first_fit_decreasing(lengths_N: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Place datums (longest first, ties by index) into the first row with room; -> rows, starts, #rows."""
+    n = len(lengths_N)
+    order = np.argsort(-lengths_N, kind="stable")
+    used_R = np.zeros(n, np.int64)  # tokens used per row; at most n rows
+    rows_N = np.empty(n, np.int64)
+    starts_N = np.empty(n, np.int64)
+    num_rows = 0
+    for i in order.tolist():
+        length = int(lengths_N[i])
+        fits = np.flatnonzero(used_R[:num_rows] + length <= seq_len)
+        r = int(fits[0]) if len(fits) else num_rows
+        num_rows = max(num_rows, r + 1)
+        rows_N[i], starts_N[i] = r, used_R[r]
+        used_R[r] += length
+    return rows_N, starts_N, num_rows
+
+
+def _place(
+    lengths_N: np.ndarray, pack: bool, seq_buckets: Sequence[int], batch_buckets: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Choose (B, T) and each datum's (row, start)."""
+    n = len(lengths_N)
+    longest = int(lengths_N.max())
+    t_min = _round_up(longest, seq_buckets)
+    if t_min is None:
+        i = int(np.argmax(lengths_N))
+        raise ValueError(
+            f"datum {i} has length {longest}, longer than the largest sequence bucket "
+            f"{seq_buckets[-1]}; truncate it in the data layer"
+        )
+    if not pack:
+        b = _round_up(n, batch_buckets)
+        if b is None:
+            raise ValueError(
+                f"{n} datums exceed the largest batch bucket {batch_buckets[-1]} (padding: one datum "
+                "per row); split them into smaller microbatches"
+            )
+        return np.arange(n), np.zeros(n, np.int64), b, t_min
+    # Packing: try every T that fits the longest datum; keep the smallest B*T (ties: smaller T,
+    # since attention cost grows with T). A 1-row packing cannot get cheaper with a longer T.
+    best = None
+    for t in (s for s in seq_buckets if s >= t_min):
+        if best is not None and t >= best[2] * best[3]:
+            break
+        rows_N, starts_N, num_rows = _first_fit_decreasing(lengths_N, t)
+        b = _round_up(num_rows, batch_buckets)
+        if b is not None and (best is None or b * t < best[2] * best[3]):
+            best = (rows_N, starts_N, b, t)
+        if num_rows == 1:
+            break
+    if best is None:
+        raise ValueError(
+            f"{n} datums ({int(lengths_N.sum())} tokens) do not pack into the largest bucket "
+            f"B={batch_buckets[-1]} x T={seq_buckets[-1]}; split them into smaller microbatches"
+        )
+    return best
+
+
+def make_batch(
+    data: Sequence[Datum], *, pack: bool, seq_buckets: Sequence[int], batch_buckets: Sequence[int]
+) -> tuple[Batch, Layout]:
+    """Pad or pack `data` into a bucketed `Batch`; the `Layout` maps outputs back to datums."""
+    if not data:
+        raise ValueError("make_batch needs at least one datum")
+    _check_buckets("seq_buckets", seq_buckets)
+    _check_buckets("batch_buckets", batch_buckets)
+    keys = _check_keys(data)
+    lengths_N = np.fromiter((d.length for d in data), np.int64, count=len(data))
+    if (lengths_N == 0).any():
+        raise ValueError(f"datum {int(np.argmin(lengths_N))} has an empty model_input")
+    rows_N, starts_N, b, t = _place(lengths_N, pack, seq_buckets, batch_buckets)
+    n, total = len(data), int(lengths_N.sum())
+
+    # Flat index of every real token in the [B*T] layout, in datum order.
+    offsets_N = np.cumsum(lengths_N) - lengths_N  # start of datum i in the concatenation
+    owner = np.repeat(np.arange(n), lengths_N)  # datum of each concatenated token
+    pos = np.arange(total) - offsets_N[owner]
+    dest = (rows_N * t + starts_N)[owner] + pos
+    # k-th datum of its row (1-based): rank of the start among the row's datums.
+    order = np.lexsort((starts_N, rows_N))
+    rank_N = np.empty(n, np.int64)
+    first_of_row = np.r_[True, rows_N[order][1:] != rows_N[order][:-1]]
+    group_start = np.maximum.accumulate(np.where(first_of_row, np.arange(n), 0))
+    rank_N[order] = np.arange(n) - group_start + 1
+
+    def scatter(values, dtype, fill=0):
+        out = np.full((b * t, *values.shape[1:]), fill, dtype)
+        out[dest] = values
+        return out.reshape(b, t, *values.shape[1:])
+
+    tokens = np.fromiter(
+        itertools.chain.from_iterable(d.model_input.to_ints() for d in data), np.int32, count=total
+    )
+    d_slots = b * t if pack else b
+    datum_valid_D = np.zeros(d_slots, np.float32)
+    datum_valid_D[:n] = 1.0
+    inputs = {
+        k: scatter(np.concatenate([d.loss_fn_inputs[k] for d in data]), np.float32)
+        for k in keys
+        if k != TARGET_KEY
+    }
+    batch = Batch(
+        tokens_BT=scatter(tokens, np.int32),
+        positions_BT=scatter(pos, np.int32),
+        segment_ids_BT=scatter(rank_N[owner], np.int32),
+        datum_ids_BT=scatter(owner, np.int32, fill=-1),
+        mask_BT=scatter(np.ones(total, np.float32), np.float32),
+        targets_BT=scatter(np.concatenate([d.loss_fn_inputs[TARGET_KEY] for d in data]), np.int32),
+        inputs=inputs,
+        datum_valid_D=datum_valid_D,
+    )
+    layout = Layout(rows_N=rows_N, starts_N=starts_N, lengths_N=lengths_N, batch_size=b, seq_len=t)
+    return batch, layout
