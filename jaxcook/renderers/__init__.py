@@ -22,12 +22,21 @@ from jaxcook.renderers.base import (
     get_text_content,
 )
 from jaxcook.renderers.chatml import SMOLLM2_DEFAULT_SYSTEM_PROMPT, ChatMLRenderer
+from jaxcook.renderers.qwen3 import QWEN2_5_DEFAULT_SYSTEM_PROMPT, Qwen2_5Renderer, Qwen3Renderer
 
 RENDERERS: dict[str, Callable[..., Renderer]] = {
     "chatml": lambda tok: ChatMLRenderer(
         tok, name="chatml", default_system_prompt=SMOLLM2_DEFAULT_SYSTEM_PROMPT
     ),
     "chatml_no_default_system": lambda tok: ChatMLRenderer(tok, name="chatml_no_default_system"),
+    "qwen2_5": lambda tok: Qwen2_5Renderer(
+        tok, name="qwen2_5", thinking=False, default_system_prompt=QWEN2_5_DEFAULT_SYSTEM_PROMPT
+    ),
+    "qwen3": lambda tok: Qwen3Renderer(tok, name="qwen3"),
+    "qwen3_disable_thinking": lambda tok: Qwen3Renderer(
+        tok, name="qwen3_disable_thinking", disable_thinking=True
+    ),
+    "qwen3_instruct": lambda tok: Qwen3Renderer(tok, name="qwen3_instruct", thinking=False),
 }
 
 

@@ -1,0 +1,93 @@
+"""Every renderer against its model's real chat template (`apply_chat_template`), token for token.
+
+Each case names a renderer, the offline tokenizer family that carries the real template, the
+template kwargs that select the same mode, and which deliberate differences the comparison
+accounts for (see `CASES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from renderer_cases import (
+    WEATHER_TOOL,
+    basic_3turn,
+    hf_ids,
+    openai_tool,
+    system_3turn,
+    thinking_answer,
+    tool_turns,
+    with_answer,
+)
+
+from jaxcook.renderers import get_renderer
+from jaxcook.renderers.tokenizers import offline_tokenizer
+
+
+@dataclass(frozen=True)
+class Case:
+    renderer: str
+    family: str
+    hf_kwargs: dict = field(default_factory=dict)
+    tools: bool = False
+    thinking: bool = False
+    # The HF template ends a supervised example with this text after the stop token; ours does not
+    # (the "\n" between ChatML turns belongs to the next header).
+    sft_trailing: str = ""
+
+
+CASES = [
+    Case("chatml", "smollm2", sft_trailing="\n"),
+    Case("qwen2_5", "qwen2_5", tools=True, sft_trailing="\n"),
+    Case("qwen3", "qwen3", tools=True, thinking=True, sft_trailing="\n"),
+    Case("qwen3_disable_thinking", "qwen3", {"enable_thinking": False}, tools=True, sft_trailing="\n"),
+    Case("qwen3_instruct", "qwen3_instruct", tools=True, sft_trailing="\n"),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: c.renderer)
+def case(request):
+    c = request.param
+    tok = offline_tokenizer(c.family)
+    return c, tok, get_renderer(c.renderer, tok)
+
+
+def _conversations(case: Case, renderer, final: bool):
+    """(name, our messages, HF messages, HF tools) for each conversation the case supports."""
+    answer = (lambda m: with_answer(m)) if final else (lambda m: m)
+    out = [("basic", answer(basic_3turn()), None), ("system", answer(system_3turn()), None)]
+    if case.thinking and final:
+        out.append(("thinking", [*basic_3turn(), thinking_answer()], None))
+    if case.thinking and not final:
+        history = [*basic_3turn(), thinking_answer(), {"role": "user", "content": "Thanks! And 3+3?"}]
+        out.append(("thinking_history", history, None))
+    for name, msgs, _ in list(out):
+        yield name, msgs, [renderer.to_openai_message(m) for m in msgs], None
+    if case.tools:
+        system = {"role": "system", "content": "You are a weather bot."}
+        prefix = renderer.create_conversation_prefix_with_tools([WEATHER_TOOL], system["content"])
+        turns = tool_turns(final=final)
+        hf = [renderer.to_openai_message(m) for m in [system, *turns]]
+        yield "tools", prefix + turns, hf, [openai_tool(WEATHER_TOOL)]
+
+
+def test_generation_prompt_equals_hf(case):
+    c, tok, renderer = case
+    for name, ours, hf, tools in _conversations(c, renderer, final=False):
+        expected = hf_ids(tok, hf, tools=tools, add_generation_prompt=True, **c.hf_kwargs)
+        got = renderer.build_generation_prompt(ours).to_ints()
+        assert got == expected, f"{c.renderer}/{name}:\n{tok.decode(got)!r}\n!=\n{tok.decode(expected)!r}"
+
+
+def test_supervised_example_equals_hf(case):
+    c, tok, renderer = case
+    for name, ours, hf, tools in _conversations(c, renderer, final=True):
+        expected = hf_ids(tok, hf, tools=tools, **c.hf_kwargs)
+        if c.sft_trailing:
+            trailing = tok.encode(c.sft_trailing, add_special_tokens=False)
+            assert expected[-len(trailing) :] == trailing
+            expected = expected[: -len(trailing)]
+        tokens, _ = renderer.build_supervised_example(ours)
+        got = tokens.to_ints()
+        assert got == expected, f"{c.renderer}/{name}:\n{tok.decode(got)!r}\n!=\n{tok.decode(expected)!r}"
