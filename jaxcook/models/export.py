@@ -1,0 +1,108 @@
+"""Export: a merged Hugging Face safetensors folder, and LoRA adapters in PEFT format.
+
+`save_hf` writes base weights with every adapter folded in (`W + (A @ B * scale)^T` in HF
+orientation); a tied-embedding model with an unembed adapter is written untied, since the
+adapted head no longer equals the embedding. `save_peft` writes `adapter_config.json` and
+`adapter_model.safetensors` that `peft.PeftModel.from_pretrained` loads onto the HF model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+from safetensors.numpy import save_file
+
+from jaxcook.lora import iter_lora_linears
+from jaxcook.models.decoder import Decoder
+from jaxcook.models.params import export_tensors, hf_names
+
+
+def _adapters(model: Decoder):
+    """Yield (hf_module_names, A [.., in, r], B [.., r, out], scale) for every adapter."""
+    n = model.config.num_layers
+    for path, linear in iter_lora_linears(model):
+        path = tuple(str(p) for p in path)
+        names, _ = hf_names((*path, "kernel"), n)
+        a, b = np.asarray(jax.device_get(linear.lora_a[...])), np.asarray(jax.device_get(linear.lora_b[...]))
+        yield [name[: -len(".weight")] for name in names], a, b, linear.lora_scale
+    head = model.lm_head_lora
+    if head is not None:
+        a, b = np.asarray(jax.device_get(head.lora_a[...])), np.asarray(jax.device_get(head.lora_b[...]))
+        yield ["lm_head"], a, b, head.lora_scale
+
+
+def merged_tensors(model: Decoder) -> tuple[dict[str, np.ndarray], bool]:
+    """HF tensors with adapters folded in, and whether the head had to be untied."""
+    tensors = {k: v.astype(np.float32) for k, v in export_tensors(model).items()}
+    untied = False
+    for modules, a, b, scale in _adapters(model):
+        a_stack = a if a.ndim == 3 else a[None]
+        b_stack = b if b.ndim == 3 else b[None]
+        for module, a_l, b_l in zip(modules, a_stack, b_stack, strict=True):
+            delta = (a_l @ b_l * scale).T  # [out, in], HF orientation
+            name = f"{module}.weight"
+            if name not in tensors:  # tied head: start from the shared embedding
+                tensors[name] = tensors["model.embed_tokens.weight"].copy()
+                untied = True
+            tensors[name] = tensors[name] + delta
+    return tensors, untied
+
+
+def save_hf(model: Decoder, out_dir: str | Path, *, tokenizer=None, dtype=np.float32) -> Path:
+    """Write `config.json`, `model.safetensors` (merged) and the tokenizer files to `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors, untied = merged_tensors(model)
+    hf_config = model.config.to_hf()
+    if untied:
+        hf_config["tie_word_embeddings"] = False
+    elif model.config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    hf_config["torch_dtype"] = np.dtype(dtype).name
+    save_file(
+        {k: np.ascontiguousarray(v.astype(dtype)) for k, v in tensors.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def save_peft(model: Decoder, out_dir: str | Path, *, base_model_name_or_path: str = "") -> Path:
+    """Write the adapters as a PEFT LoRA adapter folder."""
+    lora = model.lora
+    if lora is None:
+        raise ValueError("model has no LoRA adapters to export (it was built with lora=None)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors, targets = {}, set()
+    for modules, a, b, _ in _adapters(model):
+        a_stack = a if a.ndim == 3 else a[None]
+        b_stack = b if b.ndim == 3 else b[None]
+        for module, a_l, b_l in zip(modules, a_stack, b_stack, strict=True):
+            targets.add(module.split(".")[-1])
+            prefix = f"base_model.model.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(a_l.T)  # [r, in]
+            tensors[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(b_l.T)  # [out, r]
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha if lora.alpha is not None else lora.rank,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "target_modules": sorted(targets),
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "modules_to_save": None,
+    }
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return out
