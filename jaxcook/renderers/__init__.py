@@ -22,9 +22,13 @@ from jaxcook.renderers.base import (
     get_text_content,
 )
 from jaxcook.renderers.chatml import SMOLLM2_DEFAULT_SYSTEM_PROMPT, ChatMLRenderer
+from jaxcook.renderers.llama3 import Llama3Renderer
 from jaxcook.renderers.qwen3 import QWEN2_5_DEFAULT_SYSTEM_PROMPT, Qwen2_5Renderer, Qwen3Renderer
+from jaxcook.renderers.role_colon import RoleColonRenderer
 
 RENDERERS: dict[str, Callable[..., Renderer]] = {
+    "role_colon": RoleColonRenderer,
+    "llama3": Llama3Renderer,
     "chatml": lambda tok: ChatMLRenderer(
         tok, name="chatml", default_system_prompt=SMOLLM2_DEFAULT_SYSTEM_PROMPT
     ),

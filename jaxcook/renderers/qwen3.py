@@ -112,10 +112,11 @@ class Qwen3Renderer(Renderer):
         header = self.encode(f"{sep}<|im_start|>{role}\n")
         text = get_text_content(message)
         if role == "assistant":
+            calls = self._format_tool_calls(message, text, ctx)
             reasoning = self._think_block(message, ctx)
             if reasoning is not None:
                 text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
-            text += self._format_tool_calls(message, text, ctx)
+            text += calls
         return RenderedMessage(header, self.encode(text) + [self._im_end])
 
     def _format_tool_calls(self, message: Message, text: str, ctx: RenderContext) -> str:

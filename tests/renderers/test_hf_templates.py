@@ -7,6 +7,7 @@ accounts for (see `CASES`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,10 +36,24 @@ class Case:
     # The HF template ends a supervised example with this text after the stop token; ours does not
     # (the "\n" between ChatML turns belongs to the next header).
     sft_trailing: str = ""
+    # Deliberate differences in what our renderer writes, added back to our messages.
+    adjust: Callable[[list], list] = lambda messages: messages
+
+
+LLAMA_DATE_PREAMBLE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
+
+def add_llama_date_preamble(messages: list) -> list:
+    """Llama 3's template always opens with a dated system block; our renderer does not."""
+    if messages and messages[0]["role"] == "system":
+        first = {**messages[0], "content": LLAMA_DATE_PREAMBLE + messages[0]["content"]}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": LLAMA_DATE_PREAMBLE}, *messages]
 
 
 CASES = [
     Case("chatml", "smollm2", sft_trailing="\n"),
+    Case("llama3", "llama3", adjust=add_llama_date_preamble),
     Case("qwen2_5", "qwen2_5", tools=True, sft_trailing="\n"),
     Case("qwen3", "qwen3", tools=True, thinking=True, sft_trailing="\n"),
     Case("qwen3_disable_thinking", "qwen3", {"enable_thinking": False}, tools=True, sft_trailing="\n"),
@@ -76,7 +91,7 @@ def test_generation_prompt_equals_hf(case):
     c, tok, renderer = case
     for name, ours, hf, tools in _conversations(c, renderer, final=False):
         expected = hf_ids(tok, hf, tools=tools, add_generation_prompt=True, **c.hf_kwargs)
-        got = renderer.build_generation_prompt(ours).to_ints()
+        got = renderer.build_generation_prompt(c.adjust(ours)).to_ints()
         assert got == expected, f"{c.renderer}/{name}:\n{tok.decode(got)!r}\n!=\n{tok.decode(expected)!r}"
 
 
@@ -88,6 +103,6 @@ def test_supervised_example_equals_hf(case):
             trailing = tok.encode(c.sft_trailing, add_special_tokens=False)
             assert expected[-len(trailing) :] == trailing
             expected = expected[: -len(trailing)]
-        tokens, _ = renderer.build_supervised_example(ours)
+        tokens, _ = renderer.build_supervised_example(c.adjust(ours))
         got = tokens.to_ints()
         assert got == expected, f"{c.renderer}/{name}:\n{tok.decode(got)!r}\n!=\n{tok.decode(expected)!r}"
