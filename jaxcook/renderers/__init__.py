@@ -22,6 +22,7 @@ from jaxcook.renderers.base import (
     get_text_content,
 )
 from jaxcook.renderers.chatml import SMOLLM2_DEFAULT_SYSTEM_PROMPT, ChatMLRenderer
+from jaxcook.renderers.deepseek_v3 import DeepSeekV3Renderer
 from jaxcook.renderers.llama3 import Llama3Renderer
 from jaxcook.renderers.qwen3 import QWEN2_5_DEFAULT_SYSTEM_PROMPT, Qwen2_5Renderer, Qwen3Renderer
 from jaxcook.renderers.role_colon import RoleColonRenderer
@@ -36,6 +37,8 @@ RENDERERS: dict[str, Callable[..., Renderer]] = {
     "qwen2_5": lambda tok: Qwen2_5Renderer(
         tok, name="qwen2_5", thinking=False, default_system_prompt=QWEN2_5_DEFAULT_SYSTEM_PROMPT
     ),
+    "deepseekv3": lambda tok: DeepSeekV3Renderer(tok, name="deepseekv3"),
+    "deepseekv3_thinking": lambda tok: DeepSeekV3Renderer(tok, name="deepseekv3_thinking", thinking=True),
     "qwen3": lambda tok: Qwen3Renderer(tok, name="qwen3"),
     "qwen3_disable_thinking": lambda tok: Qwen3Renderer(
         tok, name="qwen3_disable_thinking", disable_thinking=True

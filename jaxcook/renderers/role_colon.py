@@ -17,6 +17,7 @@ from jaxcook.renderers.base import (
     RenderContext,
     RenderedMessage,
     Renderer,
+    RendererError,
     check_roles,
     get_text_content,
     has_thinking,

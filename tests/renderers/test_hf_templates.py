@@ -23,6 +23,7 @@ from renderer_cases import (
 )
 
 from jaxcook.renderers import get_renderer
+from jaxcook.renderers.base import get_text_content, get_thinking_content
 from jaxcook.renderers.tokenizers import offline_tokenizer
 
 
@@ -36,6 +37,10 @@ class Case:
     # The HF template ends a supervised example with this text after the stop token; ours does not
     # (the "\n" between ChatML turns belongs to the next header).
     sft_trailing: str = ""
+    template_has_tools: bool = True  # False: tools are declared in our system message only
+    # Thinking renderers whose template cannot write a trained turn's reasoning: a supervised
+    # example is the template's prompt followed by `{reasoning}{end_think}{text}{stop}`.
+    end_think: str | None = None
     # Deliberate differences in what our renderer writes, added back to our messages.
     adjust: Callable[[list], list] = lambda messages: messages
 
@@ -58,6 +63,16 @@ CASES = [
     Case("qwen3", "qwen3", tools=True, thinking=True, sft_trailing="\n"),
     Case("qwen3_disable_thinking", "qwen3", {"enable_thinking": False}, tools=True, sft_trailing="\n"),
     Case("qwen3_instruct", "qwen3_instruct", tools=True, sft_trailing="\n"),
+    Case("deepseekv3", "deepseek_v3_1", tools=True, template_has_tools=False),
+    Case(
+        "deepseekv3_thinking",
+        "deepseek_v3_1",
+        {"thinking": True},
+        tools=True,
+        thinking=True,
+        template_has_tools=False,
+        end_think="</think>",
+    ),
 ]
 
 
@@ -82,9 +97,15 @@ def _conversations(case: Case, renderer, final: bool):
     if case.tools:
         system = {"role": "system", "content": "You are a weather bot."}
         prefix = renderer.create_conversation_prefix_with_tools([WEATHER_TOOL], system["content"])
-        turns = tool_turns(final=final)
-        hf = [renderer.to_openai_message(m) for m in [system, *turns]]
-        yield "tools", prefix + turns, hf, [openai_tool(WEATHER_TOOL)]
+        variants = [("tools", tool_turns(final=final))]
+        if final:
+            variants.append(("tool_call_last", tool_turns(final=True)[:2]))
+        for name, turns in variants:
+            if case.template_has_tools:
+                hf = [renderer.to_openai_message(m) for m in [system, *turns]]
+                yield name, prefix + turns, hf, [openai_tool(WEATHER_TOOL)]
+            else:
+                yield name, prefix + turns, [renderer.to_openai_message(m) for m in prefix + turns], None
 
 
 def test_generation_prompt_equals_hf(case):
@@ -98,7 +119,13 @@ def test_generation_prompt_equals_hf(case):
 def test_supervised_example_equals_hf(case):
     c, tok, renderer = case
     for name, ours, hf, tools in _conversations(c, renderer, final=True):
-        expected = hf_ids(tok, hf, tools=tools, **c.hf_kwargs)
+        last = ours[-1]
+        if c.end_think is not None and not last.get("tool_calls") and ours[-2]["role"] == "user":
+            prompt = hf_ids(tok, hf[:-1], tools=tools, add_generation_prompt=True, **c.hf_kwargs)
+            reasoned = get_thinking_content(last) + c.end_think + get_text_content(last)
+            expected = prompt + tok.encode(reasoned, add_special_tokens=False) + [tok.eos_token_id]
+        else:
+            expected = hf_ids(tok, hf, tools=tools, **c.hf_kwargs)
         if c.sft_trailing:
             trailing = tok.encode(c.sft_trailing, add_special_tokens=False)
             assert expected[-len(trailing) :] == trailing

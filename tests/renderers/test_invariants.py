@@ -25,6 +25,8 @@ FAMILY = {
     "qwen3": ("qwen3", True, True),
     "qwen3_disable_thinking": ("qwen3", False, True),
     "qwen3_instruct": ("qwen3_instruct", False, True),
+    "deepseekv3": ("deepseek_v3_1", False, True),
+    "deepseekv3_thinking": ("deepseek_v3_1", True, True),
 }
 
 
