@@ -8,6 +8,7 @@ from jaxcook.rl.data_processing import (
     select_loss_inputs,
     trajectory_to_data,
 )
+from jaxcook.rl.evaluation import evaluate_rl_dataset
 from jaxcook.rl.kl import compute_kl_sample_train, incorporate_kl_penalty, kl_penalty_advantages
 from jaxcook.rl.metrics import compute_trajectory_metrics
 from jaxcook.rl.rollouts import (
@@ -76,6 +77,7 @@ __all__ = [
     "do_batch_rollout",
     "do_group_rollout",
     "do_single_rollout",
+    "evaluate_rl_dataset",
     "incorporate_kl_penalty",
     "kl_penalty_advantages",
     "remove_constant_reward_groups",

@@ -328,3 +328,12 @@ def test_rollout_config_max_tokens_reaches_the_policy():
     traj = run(do_single_rollout(policy, env, RolloutConfig(max_tokens=3)))
     assert policy.calls[0][1] == 3 and traj.stop_reason == "max_tokens"
     assert traj.transitions[0].metrics["format"] == 0.0
+
+
+def test_evaluate_rl_dataset_prefixes_metrics():
+    from jaxcook.rl.evaluation import evaluate_rl_dataset
+
+    _, test = run(ArithmeticDatasetBuilder(renderer=R, n_test_problems=6)())
+    metrics = run(evaluate_rl_dataset(test, ScriptedCompleter(lambda p: _solve(p) + END)))
+    assert metrics["test/env/all/correct"] == 1.0 and metrics["test/env/all/total_episodes"] == 6
+    assert metrics["test/rollout_errors/total"] == 0
