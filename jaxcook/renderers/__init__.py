@@ -23,6 +23,7 @@ from jaxcook.renderers.base import (
 )
 from jaxcook.renderers.chatml import SMOLLM2_DEFAULT_SYSTEM_PROMPT, ChatMLRenderer
 from jaxcook.renderers.deepseek_v3 import DeepSeekV3Renderer
+from jaxcook.renderers.gpt_oss import GptOssRenderer
 from jaxcook.renderers.llama3 import Llama3Renderer
 from jaxcook.renderers.qwen3 import QWEN2_5_DEFAULT_SYSTEM_PROMPT, Qwen2_5Renderer, Qwen3Renderer
 from jaxcook.renderers.role_colon import RoleColonRenderer
@@ -39,6 +40,18 @@ RENDERERS: dict[str, Callable[..., Renderer]] = {
     ),
     "deepseekv3": lambda tok: DeepSeekV3Renderer(tok, name="deepseekv3"),
     "deepseekv3_thinking": lambda tok: DeepSeekV3Renderer(tok, name="deepseekv3_thinking", thinking=True),
+    "gpt_oss_no_sysprompt": lambda tok: GptOssRenderer(
+        tok, name="gpt_oss_no_sysprompt", reasoning_effort=None
+    ),
+    "gpt_oss_low_reasoning": lambda tok: GptOssRenderer(
+        tok, name="gpt_oss_low_reasoning", reasoning_effort="low"
+    ),
+    "gpt_oss_medium_reasoning": lambda tok: GptOssRenderer(
+        tok, name="gpt_oss_medium_reasoning", reasoning_effort="medium"
+    ),
+    "gpt_oss_high_reasoning": lambda tok: GptOssRenderer(
+        tok, name="gpt_oss_high_reasoning", reasoning_effort="high"
+    ),
     "qwen3": lambda tok: Qwen3Renderer(tok, name="qwen3"),
     "qwen3_disable_thinking": lambda tok: Qwen3Renderer(
         tok, name="qwen3_disable_thinking", disable_thinking=True

@@ -7,6 +7,8 @@ accounts for (see `CASES`).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +17,7 @@ from renderer_cases import (
     WEATHER_TOOL,
     basic_3turn,
     hf_ids,
+    hf_text,
     openai_tool,
     system_3turn,
     thinking_answer,
@@ -43,9 +46,24 @@ class Case:
     end_think: str | None = None
     # Deliberate differences in what our renderer writes, added back to our messages.
     adjust: Callable[[list], list] = lambda messages: messages
+    # ... or removed from the template's text before it is tokenized.
+    fix_text: Callable[[str], str] | None = None
 
 
 LLAMA_DATE_PREAMBLE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
+
+def harmony_raw_tool_output(text: str) -> str:
+    """Harmony writes a tool result raw; gpt-oss's HF template JSON-quotes it (`|tojson`)."""
+    raw = tool_turns()[2]["content"]
+    return text.replace(json.dumps(raw), raw)
+
+
+def harmony_without_system(text: str) -> str:
+    """`gpt_oss_no_sysprompt` omits the Harmony system message the template always writes."""
+    return harmony_raw_tool_output(
+        re.sub(r"^<\|start\|>system<\|message\|>.*?<\|end\|>", "", text, flags=re.S)
+    )
 
 
 def add_llama_date_preamble(messages: list) -> list:
@@ -63,6 +81,18 @@ CASES = [
     Case("qwen3", "qwen3", tools=True, thinking=True, sft_trailing="\n"),
     Case("qwen3_disable_thinking", "qwen3", {"enable_thinking": False}, tools=True, sft_trailing="\n"),
     Case("qwen3_instruct", "qwen3_instruct", tools=True, sft_trailing="\n"),
+    *(
+        Case(
+            f"gpt_oss_{e}_reasoning",
+            "gpt_oss",
+            {"reasoning_effort": e},
+            True,
+            True,
+            fix_text=harmony_raw_tool_output,
+        )
+        for e in ("low", "medium", "high")
+    ),
+    Case("gpt_oss_no_sysprompt", "gpt_oss", tools=True, thinking=True, fix_text=harmony_without_system),
     Case("deepseekv3", "deepseek_v3_1", tools=True, template_has_tools=False),
     Case(
         "deepseekv3_thinking",
@@ -108,10 +138,16 @@ def _conversations(case: Case, renderer, final: bool):
                 yield name, prefix + turns, [renderer.to_openai_message(m) for m in prefix + turns], None
 
 
+def _hf(c: Case, tok, messages, **kwargs) -> list[int]:
+    if c.fix_text is None:
+        return hf_ids(tok, messages, **kwargs, **c.hf_kwargs)
+    return tok.encode(c.fix_text(hf_text(tok, messages, **kwargs, **c.hf_kwargs)), add_special_tokens=False)
+
+
 def test_generation_prompt_equals_hf(case):
     c, tok, renderer = case
     for name, ours, hf, tools in _conversations(c, renderer, final=False):
-        expected = hf_ids(tok, hf, tools=tools, add_generation_prompt=True, **c.hf_kwargs)
+        expected = _hf(c, tok, hf, tools=tools, add_generation_prompt=True)
         got = renderer.build_generation_prompt(c.adjust(ours)).to_ints()
         assert got == expected, f"{c.renderer}/{name}:\n{tok.decode(got)!r}\n!=\n{tok.decode(expected)!r}"
 
@@ -121,11 +157,11 @@ def test_supervised_example_equals_hf(case):
     for name, ours, hf, tools in _conversations(c, renderer, final=True):
         last = ours[-1]
         if c.end_think is not None and not last.get("tool_calls") and ours[-2]["role"] == "user":
-            prompt = hf_ids(tok, hf[:-1], tools=tools, add_generation_prompt=True, **c.hf_kwargs)
+            prompt = _hf(c, tok, hf[:-1], tools=tools, add_generation_prompt=True)
             reasoned = get_thinking_content(last) + c.end_think + get_text_content(last)
             expected = prompt + tok.encode(reasoned, add_special_tokens=False) + [tok.eos_token_id]
         else:
-            expected = hf_ids(tok, hf, tools=tools, **c.hf_kwargs)
+            expected = _hf(c, tok, hf, tools=tools)
         if c.sft_trailing:
             trailing = tok.encode(c.sft_trailing, add_special_tokens=False)
             assert expected[-len(trailing) :] == trailing
