@@ -51,7 +51,7 @@ def openai_tool(spec: dict) -> dict:
     return {"type": "function", "function": dict(spec)}
 
 
-def weather_call(city: str = "Paris", call_id: str | None = "call_1"):
+def weather_call(city: str = "Paris", call_id: str | None = "functions.get_weather:0"):
     import json
 
     from jaxcook.renderers import FunctionBody, ToolCall
@@ -64,7 +64,12 @@ def tool_turns(final: bool = True) -> list[Message]:
     turns: list[Message] = [
         {"role": "user", "content": "What's the weather in Paris?"},
         {"role": "assistant", "content": "", "tool_calls": [weather_call()]},
-        {"role": "tool", "content": '{"temp_c": 21}', "tool_call_id": "call_1", "name": "get_weather"},
+        {
+            "role": "tool",
+            "content": '{"temp_c": 21}',
+            "tool_call_id": "functions.get_weather:0",
+            "name": "get_weather",
+        },
     ]
     if final:
         turns.append({"role": "assistant", "content": "It is 21 degrees C in Paris."})

@@ -42,8 +42,8 @@ class Case:
     sft_trailing: str = ""
     template_has_tools: bool = True  # False: tools are declared in our system message only
     # Thinking renderers whose template cannot write a trained turn's reasoning: a supervised
-    # example is the template's prompt followed by `{reasoning}{end_think}{text}{stop}`.
-    end_think: str | None = None
+    # example is the template's prompt followed by `reasoned_turn(reasoning, text)` and the stop.
+    reasoned_turn: Callable[[str, str], str] | None = None
     # Deliberate differences in what our renderer writes, added back to our messages.
     adjust: Callable[[list], list] = lambda messages: messages
     # ... or removed from the template's text before it is tokenized.
@@ -93,6 +93,13 @@ CASES = [
         for e in ("low", "medium", "high")
     ),
     Case("gpt_oss_no_sysprompt", "gpt_oss", tools=True, thinking=True, fix_text=harmony_without_system),
+    Case(
+        "kimi_k2",
+        "kimi_k2",
+        tools=True,
+        thinking=True,
+        reasoned_turn=lambda r, t: f"<think>{r}</think>{t}",
+    ),
     Case("deepseekv3", "deepseek_v3_1", tools=True, template_has_tools=False),
     Case(
         "deepseekv3_thinking",
@@ -101,7 +108,7 @@ CASES = [
         tools=True,
         thinking=True,
         template_has_tools=False,
-        end_think="</think>",
+        reasoned_turn=lambda r, t: f"{r}</think>{t}",
     ),
 ]
 
@@ -156,9 +163,9 @@ def test_supervised_example_equals_hf(case):
     c, tok, renderer = case
     for name, ours, hf, tools in _conversations(c, renderer, final=True):
         last = ours[-1]
-        if c.end_think is not None and not last.get("tool_calls") and ours[-2]["role"] == "user":
+        if c.reasoned_turn is not None and not last.get("tool_calls") and ours[-2]["role"] == "user":
             prompt = _hf(c, tok, hf[:-1], tools=tools, add_generation_prompt=True)
-            reasoned = get_thinking_content(last) + c.end_think + get_text_content(last)
+            reasoned = c.reasoned_turn(get_thinking_content(last), get_text_content(last))
             expected = prompt + tok.encode(reasoned, add_special_tokens=False) + [tok.eos_token_id]
         else:
             expected = _hf(c, tok, hf, tools=tools)
