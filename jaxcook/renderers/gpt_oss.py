@@ -43,7 +43,12 @@ from jaxcook.renderers.base import (
 
 _SYSTEM = "harmony_system"  # internal role of the Harmony system message the renderer inserts
 _TOOLS_MARK = "namespace functions {"
-_SEGMENT_RE = re.compile(r"(?: to=(\S+))?<\|channel\|>(\w+)[^<]*<\|message\|>(.*?)(?:<\|end\|>|$)", re.DOTALL)
+# One Harmony message after `<|start|>assistant`; the recipient may come before or after the channel.
+_SEGMENT_RE = re.compile(
+    r"(?: to=([^\s<]+))?<\|channel\|>(\w+)(?: to=([^\s<]+))?[^<]*(?:<\|constrain\|>[^<]*)?"
+    r"<\|message\|>(.*?)(?:<\|end\|>|$)",
+    re.DOTALL,
+)
 
 
 class GptOssRenderer(Renderer):
@@ -139,7 +144,8 @@ class GptOssRenderer(Renderer):
                 if segment:
                     text.append(segment)
                 continue
-            recipient, channel, content = match.groups()
+            before, channel, after, content = match.groups()
+            recipient = before or after
             if recipient and recipient.startswith("functions."):
                 try:
                     args = json.loads(content)
