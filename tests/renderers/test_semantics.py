@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from renderer_cases import basic_3turn, system_3turn, thinking_answer, tool_turns, with_answer
 
-from jaxcook.renderers import RENDERERS, ParseTermination, RendererError, TrainOnWhat, get_renderer
+from jaxcook.renderers import (
+    RENDERERS,
+    ParseTermination,
+    RendererError,
+    TrainOnWhat,
+    get_renderer,
+)
 from jaxcook.renderers.model_info import (
     MODEL_RENDERERS,
     get_recommended_renderer_name,
