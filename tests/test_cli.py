@@ -1,0 +1,187 @@
+"""The recipe registry, `jaxcook.run` and `scripts/train.py`, with the fake recipe in tests/fake_recipe.py.
+
+In-process tests register it under a name (monkeypatched `RECIPES`); the subprocess tests pass its
+module path (`--recipe tests.fake_recipe`), which `get_recipe` accepts for recipes outside the registry.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import jaxcook
+import recipes
+from jaxcook.config import OverrideError, field_paths
+from recipes import RECIPES, RecipeError, get_recipe
+from tests import fake_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "scripts" / "train.py"
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setitem(RECIPES, "fake", "tests.fake_recipe")
+    return "fake"
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_import_jaxcook_is_light_and_versioned():
+    code = "import jaxcook, sys; print(jaxcook.__version__, 'jax' in sys.modules, 'recipes' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert out.split() == [version, "False", "False"]
+    assert jaxcook.run is jaxcook.runner.run and jaxcook.RunResult is jaxcook.run_result.RunResult
+
+
+def test_registry_names_every_recipe():
+    assert set(RECIPES) == {"sft", "rl", "rl_multiturn", "dpo", "reward_model", "distill", "prompt_distill"}
+    assert all(path == f"recipes.{name}" for name, path in RECIPES.items())
+
+
+def test_unknown_recipe_lists_the_registered_ones():
+    with pytest.raises(RecipeError, match="unknown recipe 'sfx'; registered recipes: sft, rl,"):
+        get_recipe("sfx")
+
+
+def test_unwritten_recipe_says_not_implemented(monkeypatch):
+    monkeypatch.setitem(RECIPES, "later", "recipes.not_written_yet")
+    with pytest.raises(
+        RecipeError, match="recipe 'later' is not implemented yet .no module recipes.not_written_yet"
+    ):
+        get_recipe("later")
+    assert recipes.summary("later") == "(not implemented yet)"
+    assert not recipes.is_implemented("later")
+
+
+def test_import_error_inside_a_recipe_is_not_hidden(tmp_path, monkeypatch):
+    (tmp_path / "broken_recipe_pkg").mkdir()
+    (tmp_path / "broken_recipe_pkg" / "__init__.py").write_text("")
+    (tmp_path / "broken_recipe_pkg" / "recipe.py").write_text("import a_module_that_does_not_exist_xyz\n")
+    (tmp_path / "broken_recipe_pkg" / "partial.py").write_text('"""Half a recipe."""\nConfig = None\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="a_module_that_does_not_exist_xyz"):
+        get_recipe("broken_recipe_pkg.recipe")
+    with pytest.raises(RecipeError, match="partial.py. lacks tiny, main"):
+        get_recipe("broken_recipe_pkg.partial")
+    assert recipes.summary("broken_recipe_pkg.partial") == "Half a recipe."
+
+
+def test_run_applies_overrides_and_returns_the_history(fake, tmp_path):
+    result = jaxcook.run(
+        fake, tiny=True, log_dir=str(tmp_path), lora={"rank": 8}, **{"adam.learning_rate": 0.01}
+    )
+    assert result.log_dir == str(tmp_path) and result.final_checkpoint is None
+    # tiny() has 2 steps; loss at step s is 1 / (s + 1).
+    assert result.metrics == [
+        {"step": 0, "train/loss": 1.0, "optim/lr": 0.01},
+        {"step": 1, "train/loss": 0.5, "optim/lr": 0.01},
+    ]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["lora"] == {"rank": 8, "alpha": None} and config["steps"] == 2
+
+
+def test_rerun_in_the_same_log_dir_resumes_without_duplicate_steps(fake, tmp_path):
+    jaxcook.run(fake, log_dir=str(tmp_path), steps=5)
+    result = jaxcook.run(fake, log_dir=str(tmp_path), steps=4, start_step=2, loss_scale=2.0)
+    # Steps 0-1 from the first run (1/(s+1)), steps 2-3 from the second (2/(s+1)); 4 dropped.
+    assert [(r["step"], r["train/loss"]) for r in result.metrics] == [
+        (0, 1.0),
+        (1, 0.5),
+        (2, 2 / 3),
+        (3, 0.5),
+    ]
+
+
+def test_run_rejects_bad_overrides(fake, tmp_path):
+    with pytest.raises(OverrideError, match="unknown config key 'lora.rnk'.*Valid keys: .*lora.rank"):
+        jaxcook.run(fake, tiny=True, **{"lora.rnk": 1})
+    with pytest.raises(OverrideError, match="schedule: expected Literal.*got 'step'"):
+        jaxcook.run(fake, schedule="step")
+
+
+def test_make_config_starts_from_config_or_tiny(fake):
+    assert jaxcook.make_config(fake) == fake_recipe.Config()
+    assert jaxcook.make_config(fake, tiny=True, overrides=["steps=9"]) == fake_recipe.Config(
+        steps=9, lora=fake_recipe.LoraConfig(rank=4)
+    )
+
+
+def test_cli_help_lists_recipes(capsys):
+    assert _train_module().main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in RECIPES:
+        assert f"  {name} " in out
+    assert "--recipe NAME --help" in out
+
+
+def test_cli_recipe_help_lists_every_option(fake, capsys):
+    assert _train_module().main(["--recipe", fake, "--tiny", "--help"]) == 0
+    out = capsys.readouterr().out
+    for path in field_paths(fake_recipe.Config):
+        assert f"  {path}: " in out
+    assert "lora.rank: int = 4" in out  # the tiny() value
+    assert "log_dir: str = '/tmp/jaxcook-fake-recipe'  # where the run writes" in out
+
+
+def test_cli_dry_run_prints_the_resolved_config(fake, capsys):
+    assert _train_module().main(["--recipe", fake, "lora.rank=16", "--dry-run", "adam.betas=0.8,0.9"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["lora"]["rank"] == 16 and config["adam"]["betas"] == [0.8, 0.9]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--recipe", "sft"], "recipe 'sft' is not implemented yet"),
+        (["--recipe", "fake", "steps=many"], "steps: expected int, got 'many'"),
+        (["--recipe", "fake", "stepz=3"], "unknown config key 'stepz'"),
+        (["--recipe", "fake", "steps"], "expected an override of the form key=value, got 'steps'"),
+        (["steps=3"], "--recipe NAME is required"),
+    ],
+)
+def test_cli_errors_exit_2_with_a_message(fake, capsys, argv, fragment):
+    if argv[:2] == ["--recipe", "sft"] and recipes.is_implemented("sft"):
+        pytest.skip("sft is implemented now")
+    with pytest.raises(SystemExit) as exit_info:
+        _train_module().main(argv)
+    assert exit_info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_cli_subprocess_runs_a_recipe_by_module_path(tmp_path):
+    proc = _run_train(
+        "--recipe", "tests.fake_recipe", "--tiny", f"log_dir={tmp_path}", "lora.rank=8", "steps=3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"log dir: {tmp_path}" in proc.stdout
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert json.loads((tmp_path / "config.json").read_text())["lora"]["rank"] == 8
+    assert "logging to" in (tmp_path / "logs.log").read_text()
+
+
+def test_cli_subprocess_bad_value_has_no_traceback(tmp_path):
+    proc = _run_train("--recipe", "tests.fake_recipe", f"log_dir={tmp_path}", "lora.rank=big")
+    assert proc.returncode == 2
+    assert "train.py: error: lora.rank: expected int, got 'big'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not tmp_path.joinpath("metrics.jsonl").exists()  # nothing ran
