@@ -141,7 +141,8 @@ def test_unknown_key_lists_every_valid_dotted_key():
     assert "'lora.rnk'" in message and "Did you mean lora.rank" in message
     for path in field_paths(Cfg()):
         assert path in message
-    assert {"lora.rank", "lora.targets", "eval.every", "eval.name", "learning_rate"} <= set(field_paths(Cfg()))
+    expected = {"lora.rank", "lora.targets", "eval.every", "eval.name", "learning_rate"}
+    assert expected <= set(field_paths(Cfg()))
 
 
 def test_key_below_a_non_dataclass_field_is_unknown():
@@ -221,7 +222,8 @@ def test_mapping_overrides_are_type_checked(overrides, fragment):
 def test_config_dict_round_trip_through_json():
     cfg = apply_overrides(
         Cfg(),
-        ["color=blue", "eval.every=4", "betas=0.5,0.6", 'weights={"a": 2}', "loss_fn=math:sqrt", "lora.rank=7"],
+        ["color=blue", "eval.every=4", "betas=0.5,0.6", 'weights={"a": 2}', "loss_fn=math:sqrt"]
+        + ["lora.rank=7"],
     )
     as_dict = config_to_dict(cfg)
     assert as_dict["color"] == "blue" and as_dict["betas"] == [0.5, 0.6]

@@ -53,12 +53,17 @@ class ProgressBar:
         if interactive is None:
             interactive = _isatty(file) or "ipykernel" in sys.modules
         self._bar = None
+        self._redirect = None
         if interactive:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             self._bar = tqdm(
                 total=total_steps, initial=start_step, desc=desc, file=file, unit="step", dynamic_ncols=True
             )
+            # Log lines printed to the console while the bar is shown go above it, not through it.
+            self._redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+            self._redirect.__enter__()
 
     def update(self, step: int, *, loss: float | None = None, tokens: int = 0, **extra: float) -> None:
         """`step` steps are now done (absolute count); `tokens` were processed since the last update.
@@ -103,6 +108,9 @@ class ProgressBar:
         return (self.total_steps - self._step) * (t1 - t0) / (s1 - s0)
 
     def close(self) -> None:
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
