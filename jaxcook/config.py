@@ -152,9 +152,6 @@ def _unknown_key_message(root, key: str) -> str:
     return f"unknown config key {key!r} for {type(root).__name__}.{hint} Valid keys: {', '.join(valid)}"
 
 
-# ---- coercion of one value ----------------------------------------------------------------------------
-
-
 def _require_dataclass_instance(cfg) -> None:
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"expected a config dataclass instance, got {cfg!r}")
