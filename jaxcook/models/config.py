@@ -59,6 +59,9 @@ class ModelConfig:
         if rope_type not in ROPE_TYPES:
             raise ConfigError(f"unsupported rope_scaling.rope_type {rope_type!r}; supported: {ROPE_TYPES}")
 
+    def __hash__(self):  # dict fields: hash a canonical JSON (configs are static jit arguments)
+        return hash(json.dumps(asdict(self), sort_keys=True, default=str))
+
     @property
     def architecture(self) -> str:
         return FAMILIES[self.model_type]["architecture"]
