@@ -55,14 +55,14 @@ def test_bad_line_error_names_file_and_line(tmp_path, kind):
     assert why in str(e.value)
 
 
-def test_bad_lines_skipped_and_counted(tmp_path):
+def test_bad_lines_skipped_and_counted(tmp_path, renderer):
     lines = [GOOD] + [line for line, _ in BAD_LINES.values()] + [GOOD, ""]
     path = _write(tmp_path, lines)
     read = read_conversations_jsonl(path, on_bad_line="skip")
     assert read.bad_lines_skipped == len(BAD_LINES)
     assert [w for w, _ in read.records] == [f"{path}:1", f"{path}:{len(BAD_LINES) + 2}"]
     data = ConversationFileBuilder(path=str(path), on_bad_line="skip").build(
-        None, batch_size=1, max_length=64
+        renderer, batch_size=1, max_length=64
     )
     assert data.stats["data/bad_lines_skipped"] == len(BAD_LINES)
     assert data.stats["data/train_records"] == 2
