@@ -170,9 +170,10 @@ class LocalTrainingClient:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def current_state(self) -> Future:
-        """The train state after every call submitted so far (for checkpoints)."""
-        return self._submit(lambda: self._state)
+    def current_state(self, *, copy: bool = False) -> Future:
+        """The train state after every call submitted so far. With `copy`, a copy that later
+        (donating) steps cannot invalidate, e.g. for an asynchronous checkpoint."""
+        return self._submit(lambda: jax.tree.map(jnp.copy, self._state) if copy else self._state)
 
     def snapshot_params(self) -> Future:
         """A copy of the trainable params that later (donating) steps cannot invalidate."""

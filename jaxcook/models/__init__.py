@@ -34,16 +34,41 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A named model: a registry asset (GGUF) and the hub id it mirrors."""
+    """A named model: a registry asset (GGUF) and the hub id it mirrors, or a random test model
+    (`random_config`, an HF config dict) that borrows the tokenizer of another named model."""
 
-    asset: str
-    hub_id: str
+    asset: str | None = None
+    hub_id: str | None = None
     renderer: str
+    random_config: dict | None = None
+    tokenizer_from: str | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m-instruct": ModelSpec(
         asset="smollm2-135m-instruct-gguf", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", renderer="chatml"
+    ),
+    # A 2-layer random Llama with SmolLM2's tokenizer: the model of every recipe's tiny variant.
+    "tiny-random-smollm2": ModelSpec(
+        renderer="chatml",
+        tokenizer_from="smollm2-135m-instruct",
+        random_config={
+            "model_type": "llama",
+            "vocab_size": 49152,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 100000.0,
+            "tie_word_embeddings": True,
+            "max_position_embeddings": 2048,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 2,
+        },
     ),
 }
 
@@ -77,9 +102,12 @@ class LoadedModel:
 def resolve(name_or_path: str) -> Resolved:
     """Where the weights of `name_or_path` live: registry name, local path, or hub download."""
     if name_or_path in MODELS:
+        spec = MODELS[name_or_path]
+        if spec.random_config is not None:
+            return Resolved("safetensors", _materialize_random(name_or_path, spec))
         from jaxcook import assets
 
-        return Resolved("gguf", assets.fetch_file(MODELS[name_or_path].asset))
+        return Resolved("gguf", assets.fetch_file(spec.asset))
     path = Path(os.path.expanduser(name_or_path))
     if path.is_file() and path.suffix == ".gguf":
         return Resolved("gguf", path)
@@ -93,6 +121,25 @@ def resolve(name_or_path: str) -> Resolved:
     if path.exists() or name_or_path.startswith((".", "/", "~")):
         raise WeightsError(f"{name_or_path}: not a model folder or .gguf file")
     return Resolved("safetensors", _download(name_or_path))
+
+
+def _materialize_random(name: str, spec: ModelSpec) -> Path:
+    """Write the random model (fixed seed) and its tokenizer to the cache once; reuse after."""
+    from jaxcook.assets import cache_dir
+
+    folder = cache_dir() / "models" / name
+    if (folder / "model.safetensors").exists():
+        return folder
+    from flax import nnx
+
+    from jaxcook.models.export import save_hf
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    cfg = ModelConfig.from_hf(spec.random_config, source=f"MODELS[{name!r}]")
+    save_hf(Decoder(cfg, rngs=nnx.Rngs(params=0)), tmp, tokenizer=load_tokenizer(spec.tokenizer_from))
+    if not folder.exists():  # another process may have finished first
+        tmp.replace(folder)
+    return folder
 
 
 def _download(repo_id: str) -> Path:

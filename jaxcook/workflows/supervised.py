@@ -1,0 +1,131 @@
+"""Supervised fine-tuning: epochs of cross-entropy steps with evals, checkpoints and exact resume.
+
+Step s trains on batch `s mod n` of epoch `s // n` (a deterministic order from the data seed),
+so a resumed run continues with exactly the batch the interrupted one would have taken next.
+Evals run before the step on the pre-step weights (as tinker-cookbook does) and once at the end.
+Up to two steps are in flight: step s+1 is batched and submitted while step s computes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jaxcook.data.metrics import compute_mean_nll
+from jaxcook.run_result import RunResult
+from jaxcook.workflows.common import ModelOptions, make_setup
+from jaxcook.workflows.options import OptimConfig, RunOptions
+from jaxcook.workflows.training_run import TrainingRun
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisedConfig:
+    model: ModelOptions = ModelOptions()
+    dataset: str = "reasoning_gym_math"  # registry name, .jsonl path or HF dataset name
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # fields of the dataset's builder
+    train_on_what: str | None = None  # None = the dataset's default
+    max_length: int = 256
+    batch_size: int = 8
+    num_epochs: int = 1
+    max_steps: int | None = None
+    optim: OptimConfig = OptimConfig(learning_rate=2e-4)
+    eval_every: int = 10  # steps; 0 = only at the end
+    eval_batch_size: int = 16
+    seed: int = 0
+    run: RunOptions = RunOptions(log_dir="runs/sft")
+
+
+def train(cfg: SupervisedConfig) -> RunResult:
+    from jaxcook.data.registry import get_sft_builder
+    from jaxcook.eval.nll import NLLEvaluator
+
+    setup = make_setup(
+        cfg.model,
+        max_length=cfg.max_length,
+        batch_size=max(cfg.batch_size, cfg.eval_batch_size),
+        seed=cfg.seed,
+    )
+    client = setup.client
+    builder = get_sft_builder(cfg.dataset, **{"seed": cfg.seed, **cfg.dataset_options})
+    data = builder.build(
+        setup.renderer, batch_size=cfg.batch_size, max_length=cfg.max_length, train_on_what=cfg.train_on_what
+    )
+    n_batches = len(data.train)
+    if n_batches == 0:
+        raise ValueError(f"dataset {cfg.dataset!r} has fewer examples than batch_size={cfg.batch_size}")
+    total = n_batches * cfg.num_epochs
+    total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+    evaluator = (
+        NLLEvaluator(data.test, setup.tokenizer, batch_size=cfg.eval_batch_size) if data.test else None
+    )
+
+    run = TrainingRun(cfg.run, cfg)
+    try:
+        start, _ = run.resume(client)
+        loop = {"renderer_name": setup.renderer_name}
+        if start == 0 and data.stats:
+            run.log({k: float(v) for k, v in data.stats.items()}, 0)
+        _loop(cfg, run, client, data.train, evaluator, start, total, n_batches, loop)
+        if evaluator is not None:
+            run.log(evaluator(client), total)
+        final = run.finish(total, client, loop)
+    finally:
+        run.close()
+    return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))
+
+
+def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop_state):
+    from jaxcook.logging import ProgressBar
+
+    progress = ProgressBar(total, start_step=start, desc="sft")
+    in_flight: deque = deque()
+    epoch_set = None
+
+    def finish_oldest():
+        step, batch, fb, opt, t0 = in_flight.popleft()
+        out, optim_metrics = fb.result(), opt.result()
+        logprobs = [o["logprobs"] for o in out.loss_fn_outputs]
+        weights = [d.loss_fn_inputs["weights"] for d in batch]
+        tokens = sum(d.length for d in batch)
+        elapsed = time.perf_counter() - t0
+        metrics = {
+            "train/loss": out.metrics["loss:sum"],
+            "train/nll": compute_mean_nll(logprobs, weights),
+            "progress/epoch": step // n_batches,
+            "progress/done_frac": (step + 1) / total,
+            "tokens/num_sequences": len(batch),
+            "tokens/num_tokens": tokens,
+            "tokens/num_loss_tokens": int(sum(np.count_nonzero(w) for w in weights)),
+            "time/step_s": elapsed,
+            **optim_metrics,
+        }
+        run.log(metrics, step)
+        progress.update(step + 1, loss=metrics["train/nll"], tokens=tokens)
+
+    for step in range(start, total):
+        if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
+            while in_flight:
+                finish_oldest()
+            run.log(evaluator(client), step)
+        epoch, i = divmod(step, n_batches)
+        if epoch != epoch_set:
+            train_data.set_epoch(epoch)
+            epoch_set = epoch
+        batch = train_data.get_batch(i)
+        t0 = time.perf_counter()
+        fb = client.forward_backward(batch, "cross_entropy")
+        opt = client.optim_step(cfg.optim.adam_params(step, total))
+        in_flight.append((step, batch, fb, opt, t0))
+        while len(in_flight) > 1:
+            finish_oldest()
+        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0:
+            while in_flight:  # log (and check) every step before saving its state
+                finish_oldest()
+            run.maybe_save(step + 1, client, {**loop_state, "epoch": epoch, "batch": i + 1})
+    while in_flight:
+        finish_oldest()
+    progress.close()
