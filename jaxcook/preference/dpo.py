@@ -48,6 +48,8 @@ def render_completion(
         # `prepare` may put messages in front (a default system prompt); they belong to the prompt.
         prepared = renderer.prepare([*prompt, *completion])
         n_prompt = len(prepared) - len(completion)
+        if prepared[n_prompt:] != list(completion):
+            raise RendererError(f"renderer {renderer.name} rewrote the completion's messages in prepare()")
         flagged = [
             {**m, "trainable": i >= n_prompt and m.get("role") == "assistant"} for i, m in enumerate(prepared)
         ]
@@ -92,20 +94,21 @@ def _pair(labeled, renderer, max_length, too_long, where) -> tuple[Datum, Datum,
     if labeled.label == "Tie":
         raise UntrainableExampleError(f"{where}: label 'Tie' has no chosen completion for DPO")
     prompt = labeled.comparison.prompt_conversation
-    sides = zip(("chosen", "rejected"), labeled.chosen_rejected(), strict=True)
-    rendered = [
-        (f"{where} ({side})", *render_completion(prompt, c, renderer, where=f"{where} ({side})"))
-        for side, c in sides
-    ]
-    cut = max_length is not None and max(mi.length for _, mi, _ in rendered) > max_length
+    rendered = {
+        side: render_completion(prompt, completion, renderer, where=f"{where} ({side})")
+        for side, completion in zip(("chosen", "rejected"), labeled.chosen_rejected(), strict=True)
+    }
+    lengths = [model_input.length for model_input, _ in rendered.values()]
+    cut = max_length is not None and max(lengths) > max_length
     if cut and too_long == "drop":
-        lengths = [mi.length for _, mi, _ in rendered]
         raise ExampleTooLongError(
             f"{where}: (chosen, rejected) have {lengths} tokens > max_length={max_length}"
         )
     chosen, rejected = (
-        datum_from_model_input_weights(mi, w, max_length=max_length, reduction="none", where=name)
-        for name, mi, w in rendered
+        datum_from_model_input_weights(
+            mi, w, max_length=max_length, reduction="none", where=f"{where} ({side})"
+        )
+        for side, (mi, w) in rendered.items()
     )
     return chosen, rejected, cut
 

@@ -170,10 +170,14 @@ class ComparisonRMDataset(SupervisedDataset):
         """Whether `swap="random"` shows record `record_index` swapped in the current epoch."""
         return bool(np.random.default_rng([self.seed, self.epoch, int(record_index)]).random() < 0.5)
 
-    def get_batch(self, i: int) -> list[Datum]:
+    def batch_indices(self, i: int) -> np.ndarray:
+        """Indices into `records` of batch `i` of the current epoch."""
         if not 0 <= i < len(self):
             raise IndexError(f"{self.name}: batch {i} out of range; an epoch has {len(self)} batches")
-        indices = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+        return self._order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def get_batch(self, i: int) -> list[Datum]:
+        indices = self.batch_indices(i)
         rows = Subset(self.records, indices)
         out = []
         for k, j in enumerate(indices):

@@ -10,10 +10,10 @@ text is that module's, character for character):
 
 The slip replaces one intermediate or final number by a plausible wrong one (off by 1, 2, 10 or
 100, or one digit changed), and every later line follows from it, so the rejected solution looks
-as careful as the chosen one and only its arithmetic is wrong. Among the possible slips one
-keeping the text the same length is taken when there is one (SmolLM2 writes one token per digit,
-so the two completions then have the same number of tokens): length and style say nothing about
-which is right. Tasks: `chain_sum` and `leg_counting` (the SFT set's tasks with step-by-step
+as careful as the chosen one and only its arithmetic is wrong. Among the possible slips, one that
+keeps every number's digit count and sign is taken when there is one (SmolLM2 writes one token per
+digit, so the two completions then have the same number of tokens): length and style say nothing
+about which is right. Tasks: `chain_sum` and `leg_counting` (the SFT set's tasks with step-by-step
 solutions). Problems come from a different generator stream than the SFT data of the same seed,
 and the chosen side is A or B at random (seeded).
 
@@ -23,6 +23,7 @@ in the sampler): correct samples are chosen, wrong samples rejected.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,11 @@ _PREF_STREAM = 1  # generator seeds differ from the SFT set's `task_seed(seed, k
 
 
 def _chain_sum(item: dict, slip: Slip | None) -> tuple[list[str], int, list[int]]:
-    """(lines, final answer, correct value of each slippable number) of a chain sum, slip applied."""
+    """(lines, answer, slippable values) of a chain sum with the slip applied.
+
+    The slippable values are the numbers each line computes from the line above it, before any
+    slip: with `slip=None`, the correct value of every number a slip may replace.
+    """
     terms = item["metadata"]["expression"].split()
     total = int(terms[0])
     lines, values = [], []
@@ -75,7 +80,7 @@ def _leg_counting(item: dict, slip: Slip | None) -> tuple[list[str], int, list[i
     return lines, total, values
 
 
-# Worked solutions that can carry a slip: item, slip -> (lines, answer, correct slippable values).
+# Worked solutions that can carry a slip: item, slip -> (lines, answer, slippable values).
 SOLVERS: dict[str, Callable[[dict, Slip | None], tuple[list[str], int, list[int]]]] = {
     "chain_sum": _chain_sum,
     "leg_counting": _leg_counting,
@@ -103,11 +108,20 @@ def wrong_values(n: int, *, nonnegative: bool = False) -> list[int]:
     return sorted(v for v in out if v >= 0 or not nonnegative)
 
 
+def _shape(text: str) -> str:
+    """The text with every digit replaced by 0: equal shapes tokenise to equally many tokens
+    (one token per digit), and the signs of the numbers stay where they were."""
+    return re.sub(r"\d", "0", text)
+
+
 def slipped_solution(task: str, item: dict, rng: np.random.Generator) -> tuple[str, int]:
-    """(wrong solution text, its wrong answer): a random slip, one keeping the length if possible."""
+    """(wrong solution text, its wrong answer): a random slip, one keeping the shape if possible.
+
+    The shape is the text with digits blanked: same number of digits in each number, same signs.
+    """
     solve = SOLVERS[task]
     lines, answer, values = solve(item, None)
-    target = len(solution_text(lines, answer))
+    target = _shape(solution_text(lines, answer))
     options = [
         (k, v) for k, n in enumerate(values) for v in wrong_values(n, nonnegative=task in _NONNEGATIVE)
     ]
@@ -123,7 +137,7 @@ def slipped_solution(task: str, item: dict, rng: np.random.Generator) -> tuple[s
         text = solution_text(wrong_lines, wrong_answer)
         if wrong_answer == answer:  # cannot happen for sums, but a slip must change the answer
             continue
-        gap = abs(len(text) - target)
+        gap = 0 if _shape(text) == target else 1 + abs(len(text) - len(target))
         if best is None or gap < best[0]:
             best = (gap, text, wrong_answer)
         if gap == 0:
@@ -226,9 +240,10 @@ def comparisons_from_samples(
     `samples[i]` are replies sampled for `prompts[i]`; `grade(i, reply)` says whether a reply is
     correct. Chosen: a correct sample, or `references[i]` (a completion, e.g. the reference
     solution) when no sample of prompt i is correct. Rejected: a wrong sample. Up to
-    `pairs_per_prompt` distinct (chosen, rejected) pairs per prompt, drawn with `seed`; the chosen
-    side is A or B at random. Counts: `pairs`, `prompts_no_wrong_sample` (nothing to reject),
-    `prompts_no_correct_sample` (nothing to choose, no reference).
+    `pairs_per_prompt` distinct (chosen, rejected) pairs per prompt (repeated samples count once),
+    drawn with `seed`; the chosen side is A or B at random. Counts: `pairs`,
+    `prompts_no_wrong_sample` (nothing to reject), `prompts_no_correct_sample` (nothing to choose,
+    no reference).
     """
     if len(samples) != len(prompts) or (references is not None and len(references) != len(prompts)):
         raise ValueError(
@@ -241,8 +256,8 @@ def comparisons_from_samples(
     counts: Counter[str] = Counter()
     for i, (prompt, replies) in enumerate(zip(prompts, samples, strict=True)):
         graded = [(reply, bool(grade(i, reply))) for reply in replies]
-        chosen = [[r] for r, ok in graded if ok]
-        wrong = [[r] for r, ok in graded if not ok]
+        chosen = _unique([[r] for r, ok in graded if ok])  # a repeated sample would repeat a pair
+        wrong = _unique([[r] for r, ok in graded if not ok])
         if not chosen and references is not None and references[i] is not None:
             chosen = [list(references[i])]
         if not wrong:
@@ -259,6 +274,10 @@ def comparisons_from_samples(
             out.append(labeled.swap() if rng.random() < 0.5 else labeled)
     counts["pairs"] = len(out)
     return out, dict(counts)
+
+
+def _unique(completions: list[list[Message]]) -> list[list[Message]]:
+    return [c for i, c in enumerate(completions) if c not in completions[:i]]
 
 
 def boxed_answer_grader(answers: Sequence[str]) -> Grader:

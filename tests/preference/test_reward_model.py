@@ -1,0 +1,120 @@
+"""Reward-model data: one trained token, the label's; the scoring prompt is the training prefix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxcook.data import DataFormatError
+from jaxcook.preference import (
+    Comparison,
+    ComparisonFileBuilder,
+    ComparisonRenderer,
+    ComparisonRMDataset,
+    LabeledComparison,
+    write_comparisons_jsonl,
+)
+from jaxcook.preference.reward_model import HEADER_A, HEADER_B, HEADER_PREFERENCE
+from tests.preference.helpers import labeled, reply
+
+
+@pytest.fixture(scope="module")
+def comparison_renderer(renderer):
+    return ComparisonRenderer(renderer)
+
+
+def _encode(tokenizer, text):
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def test_label_tokens_of_smollm2(tokenizer, comparison_renderer):
+    ids = comparison_renderer.label_token_ids
+    # "A" and "B" are single tokens; "Tie" is "T" + "ie", so a Tie trains (and is scored by) "T".
+    assert _encode(tokenizer, "A") == [ids["A"]] and _encode(tokenizer, "B") == [ids["B"]]
+    assert _encode(tokenizer, "Tie") == [ids["Tie"], _encode(tokenizer, "ie")[0]]
+    assert tokenizer.decode([ids["Tie"]]) == "T"
+
+
+@pytest.mark.parametrize("label", ["A", "B", "Tie"])
+def test_exactly_one_trained_token_the_label(tokenizer, comparison_renderer, label):
+    lc = labeled(4, label)
+    datum = comparison_renderer.to_datum(lc, max_length=None)
+    w = datum.loss_fn_inputs["weights"]
+    assert np.flatnonzero(w).tolist() == [len(w) - 1] and w[-1] == 1.0  # the last target only
+    assert datum.loss_fn_inputs["target_tokens"][-1] == comparison_renderer.label_token_ids[label]
+    # The sequence before the label is the scoring prompt, token for token.
+    prompt = comparison_renderer.build_generation_prompt(lc.comparison).to_ints()
+    assert datum.model_input.to_ints() == prompt
+    # ... which is the chat of the reference format (SmolLM2's default system prompt first).
+    text = tokenizer.decode(prompt)
+    for part in ("question 4", HEADER_A, "good 4", HEADER_B, "bad 4", HEADER_PREFERENCE):
+        assert part in text
+    assert text.index(HEADER_A) < text.index("good 4") < text.index(HEADER_B) < text.index("bad 4")
+    assert text.endswith(f"<|im_start|>system\n{HEADER_PREFERENCE}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_too_long_is_dropped_not_cut_and_bad_rows(comparison_renderer):
+    long = LabeledComparison(
+        Comparison([{"role": "user", "content": "q " * 80}], reply("a"), reply("b")), "A"
+    )
+    n = comparison_renderer.to_datum(long, max_length=None).length + 1
+    records = [
+        ("long", long),
+        ("ok", labeled(0)),
+        (
+            "bad",
+            LabeledComparison(
+                Comparison(
+                    [{"role": "user", "content": "q"}], [{"role": "tool", "content": "x"}], reply("b")
+                ),
+                "A",
+            ),
+        ),
+    ]
+    ds = ComparisonRMDataset(records, comparison_renderer, batch_size=3, max_length=n - 1, on_bad_row="skip")
+    assert len(ds.get_batch(0)) == 1
+    assert ds.stats() == {"data/dropped_too_long": 1, "data/skipped_bad_row": 1, "data/datums": 1}
+    strict = ComparisonRMDataset(records, comparison_renderer, batch_size=3, max_length=None)
+    with pytest.raises(DataFormatError, match="bad: .*unknown role 'tool'"):
+        strict.get_batch(0)
+
+
+def test_random_swap_is_seeded_and_keeps_the_preference(comparison_renderer):
+    records = [(f"r{k}", labeled(k, "A")) for k in range(64)]
+    ds = ComparisonRMDataset(records, comparison_renderer, batch_size=64, max_length=None, seed=3)
+    batch = ds.get_batch(0)
+    order = ds.batch_indices(0)
+    ids = comparison_renderer.label_token_ids
+    labels = [int(d.loss_fn_inputs["target_tokens"][-1]) for d in batch]
+    swapped = [ds.swapped(j) for j in order]
+    # A swapped comparison shows "good" second and is labeled B: the preference is unchanged.
+    assert labels == [ids["B"] if s else ids["A"] for s in swapped]
+    for d, s in zip(batch, swapped, strict=True):
+        text = comparison_renderer.renderer.decode(d.model_input.to_ints())
+        assert (text.index("good") > text.index("bad")) == s
+    assert 16 < sum(swapped) < 48  # p = 1/2: 64 coins land in (16, 48) with probability > 0.9999
+    again = ComparisonRMDataset(records, comparison_renderer, batch_size=64, max_length=None, seed=3)
+    assert [d.model_input.to_ints() for d in again.get_batch(0)] == [d.model_input.to_ints() for d in batch]
+    ds.set_epoch(1)
+    assert [ds.swapped(j) for j in range(64)] != [again.swapped(j) for j in range(64)]
+
+
+def test_both_orders(comparison_renderer):
+    records = [(f"r{k}", labeled(k, label)) for k, label in enumerate("AB")]
+    ds = ComparisonRMDataset(records, comparison_renderer, batch_size=2, max_length=None, swap="both")
+    batch = ds.get_batch(0)
+    assert len(batch) == 4
+    ids = comparison_renderer.label_token_ids
+    labels = [int(d.loss_fn_inputs["target_tokens"][-1]) for d in batch]
+    assert sorted(labels) == sorted([ids["A"], ids["B"]] * 2)
+    assert labels[0] != labels[1] and labels[2] != labels[3]  # each comparison, then its swap
+
+
+def test_builder_reward_model_split(tmp_path, comparison_renderer):
+    path = tmp_path / "prefs.jsonl"
+    write_comparisons_jsonl(path, [labeled(k, "AB"[k % 2]) for k in range(10)])
+    data = ComparisonFileBuilder(path=str(path), test_size=3).build_reward_model(
+        comparison_renderer, batch_size=2, max_length=None
+    )
+    assert len(data.train) == 3 and len(data.test) == 6  # the 3 test comparisons in both orders
+    assert all(int((d.loss_fn_inputs["weights"] > 0).sum()) == 1 for d in data.test)
