@@ -184,7 +184,7 @@ class PairConverter:
         self.counts["data/pairs"] += 1
         return chosen, rejected
 
-    def convert(self, records: Sequence[ComparisonRecord] | Sequence) -> list[Datum]:
+    def convert(self, records: Sequence[ComparisonRecord]) -> list[Datum]:
         """Interleaved [chosen_0, rejected_0, chosen_1, ...] of the records that make a pair.
 
         `records` yields `(where, LabeledComparison)`; a lazy source may raise `DataFormatError`
