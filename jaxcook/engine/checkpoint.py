@@ -126,13 +126,17 @@ class Checkpointer:
         self.manager.close()
 
 
-def restore(path: str | Path, template: TrainState) -> tuple[TrainState, dict]:
-    """Restore one checkpoint folder (`<dir>/<step>`) into a state shaped like `template`."""
+def restore(path: str | Path, template: TrainState, *, weights_only: bool = False) -> tuple[TrainState, dict]:
+    """Restore one checkpoint folder (`<dir>/<step>`) into a state shaped like `template`;
+    `weights_only` keeps the template's optimizer state, step and RNG."""
     path = Path(path).absolute()
     meta = ocp.args.JsonRestore()
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         restored = ckptr.restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=meta))
-    return tree_into_state(restored["state"], template), dict(restored["meta"])
+    tree = dict(restored["state"])
+    if weights_only:
+        tree = {"params": tree["params"]}
+    return tree_into_state(tree, template), dict(restored["meta"])
 
 
 def save(path: str | Path, state: TrainState, meta: dict[str, Any], *, with_optimizer: bool = True) -> Path:

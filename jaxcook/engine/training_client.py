@@ -132,14 +132,22 @@ class LocalTrainingClient:
         return self._submit(run)
 
     def forward(
-        self, data: list[Datum], loss_fn: str = "cross_entropy", loss_fn_config: dict | None = None
+        self,
+        data: list[Datum],
+        loss_fn: str = "cross_entropy",
+        loss_fn_config: dict | None = None,
+        *,
+        params=None,
     ) -> Future:
+        """Log-probs and loss metrics without a gradient; `params` (a trainable-shaped state, e.g.
+        `reference_params()`) replaces the current trainable weights for this call."""
         config = tuple(sorted(losses_lib.check_loss_config(loss_fn, loss_fn_config).items()))
         losses_lib.check_loss_inputs(loss_fn, data[0].loss_fn_inputs.keys() if data else ())
         batch, layout = self._batch(data)
 
         def run():
-            logp, metrics = self.steps.forward(self._state.params, self.frozen, batch, loss_fn, config)
+            weights = self._state.params if params is None else params
+            logp, metrics = self.steps.forward(weights, self.frozen, batch, loss_fn, config)
             return self._outputs(layout, logp, metrics)
 
         return self._submit(run)
@@ -179,6 +187,21 @@ class LocalTrainingClient:
         """A copy of the trainable params that later (donating) steps cannot invalidate."""
         return self._submit(lambda: jax.tree.map(jnp.copy, self._state.params))
 
+    def reference_params(self) -> Future:
+        """The reference policy for KL penalties and DPO without a second copy of the base: with
+        LoRA, the current adapters with every `lora_b` zeroed (adapters off = the base model);
+        without LoRA, a copy of the current weights (call it before training starts)."""
+
+        def run():
+            if self.lora is None:
+                return jax.tree.map(jnp.copy, self._state.params)
+            return jax.tree_util.tree_map_with_path(
+                lambda path, x: jnp.zeros_like(x) if "lora_b" in jax.tree_util.keystr(path) else jnp.copy(x),
+                self._state.params,
+            )
+
+        return self._submit(run)
+
     def set_state(self, state: TrainState) -> Future:
         def run():
             self._state = state
@@ -191,11 +214,12 @@ class LocalTrainingClient:
         meta = {"model_name": self.model_name, **(meta or {})}
         return self._submit(lambda: ckpt.save(path, self._state, meta, with_optimizer=with_optimizer))
 
-    def load_state(self, path: str | Path) -> Future:
-        """Load weights (and the optimizer state if the checkpoint has one); returns its meta."""
+    def load_state(self, path: str | Path, *, weights_only: bool = False) -> Future:
+        """Load weights (and the optimizer state, step and RNG if the checkpoint has them, unless
+        `weights_only`); returns the checkpoint's meta."""
 
         def run():
-            self._state, meta = ckpt.restore(path, self._state)
+            self._state, meta = ckpt.restore(path, self._state, weights_only=weights_only)
             return meta
 
         return self._submit(run)

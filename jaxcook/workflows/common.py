@@ -26,6 +26,7 @@ class ModelOptions:
     mesh: MeshConfig = MeshConfig()
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
+    load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer
 
 
 def renderer_name_for(options: ModelOptions) -> str:
@@ -71,6 +72,14 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
         seed=seed,
         model_name=options.name,
     )
+    if options.load_checkpoint:
+        meta = client.load_state(options.load_checkpoint, weights_only=True).result()
+        saved = (meta.get("loop") or {}).get("renderer_name") or meta.get("renderer_name")
+        if saved and saved != renderer_name:
+            raise ValueError(
+                f"{options.load_checkpoint} was trained with renderer {saved!r}, "
+                f"this run uses {renderer_name!r}; set model.renderer={saved}"
+            )
     return Setup(client, loaded.tokenizer, get_renderer(renderer_name, loaded.tokenizer), renderer_name)
 
 

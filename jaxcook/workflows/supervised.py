@@ -39,8 +39,19 @@ class SupervisedConfig:
     run: RunOptions = RunOptions(log_dir="runs/sft")
 
 
-def train(cfg: SupervisedConfig) -> RunResult:
+def build_sft_data(cfg: SupervisedConfig, setup):
     from jaxcook.data.registry import get_sft_builder
+
+    builder = get_sft_builder(cfg.dataset, **{"seed": cfg.seed, **cfg.dataset_options})
+    return builder.build(
+        setup.renderer, batch_size=cfg.batch_size, max_length=cfg.max_length, train_on_what=cfg.train_on_what
+    )
+
+
+def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=()) -> RunResult:
+    """Run SFT. `build_data(cfg, setup) -> SupervisedData` (train dataset, test datums, stats);
+    `extra_evaluators`: factories `(setup, data) -> evaluator`, where `evaluator(client) -> metrics`
+    runs at each eval beside the held-out NLL."""
     from jaxcook.eval.nll import NLLEvaluator
 
     setup = make_setup(
@@ -50,18 +61,21 @@ def train(cfg: SupervisedConfig) -> RunResult:
         seed=cfg.seed,
     )
     client = setup.client
-    builder = get_sft_builder(cfg.dataset, **{"seed": cfg.seed, **cfg.dataset_options})
-    data = builder.build(
-        setup.renderer, batch_size=cfg.batch_size, max_length=cfg.max_length, train_on_what=cfg.train_on_what
-    )
+    data = build_data(cfg, setup)
     n_batches = len(data.train)
     if n_batches == 0:
         raise ValueError(f"dataset {cfg.dataset!r} has fewer examples than batch_size={cfg.batch_size}")
     total = n_batches * cfg.num_epochs
     total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
-    evaluator = (
-        NLLEvaluator(data.test, setup.tokenizer, batch_size=cfg.eval_batch_size) if data.test else None
+    evaluators = (
+        [NLLEvaluator(data.test, setup.tokenizer, batch_size=cfg.eval_batch_size)] if data.test else []
     )
+    evaluators += [make(setup, data) for make in extra_evaluators]
+
+    def evaluate(client) -> dict[str, float]:
+        return {k: v for ev in evaluators for k, v in ev(client).items()}
+
+    evaluator = evaluate if evaluators else None
 
     run = TrainingRun(cfg.run, cfg)
     try:
