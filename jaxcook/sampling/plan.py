@@ -44,8 +44,9 @@ def round_up(n: int, buckets: Sequence[int]) -> int:
     return -(-n // buckets[-1]) * buckets[-1]
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
+def _pow2(n: int, least: int) -> int:
+    """The smallest power of two >= max(n, least)."""
+    return 1 << max(0, max(n, least) - 1).bit_length()
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ def build(requests: Sequence[Request], buckets: SamplerBuckets) -> tuple[DecodeS
     n_rows = sum(r.num_samples for r in requests)
     R = round_up(n_rows, buckets.rows)
     N = round_up(max(r.max_tokens for r in requests), buckets.new_tokens)
-    K = _pow2(max(len(r.stop.tokens) for r in requests))
+    # Stop shapes: few sizes (a stop list rarely changes within a run); no sequences, no check.
+    K = _pow2(max(len(r.stop.tokens) for r in requests), 4)
     M = max(len(r.stop.sequences) for r in requests)
-    M = _pow2(M) if M else 0
-    Q = _pow2(max((len(s) for r in requests for s in r.stop.sequences), default=1))
+    M = _pow2(M, 2) if M else 0
+    Q = _pow2(max((len(s) for r in requests for s in r.stop.sequences), default=1), 8)
 
     prompt_PT = np.zeros((P, T), np.int32)
     prompt_len_P = np.ones((P,), np.int32)  # padding prompts: one pad token

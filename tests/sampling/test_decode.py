@@ -90,3 +90,37 @@ def test_sampled_logprobs_and_prompt_logprobs_equal_full_forward():
         n = len(prompt)
         np.testing.assert_allclose(out.logprobs_RN[r, :12], want[n - 1 :], atol=1e-5)
         np.testing.assert_allclose(out.prompt_logprobs_PT[r, 16 - n + 1 :], want[: n - 1], atol=1e-5)
+
+
+def test_device_stops_at_stop_tokens_and_sequences_and_max_tokens():
+    import dataclasses
+
+    from jaxcook.sampling.decode import ANY
+
+    graph, weights = setup(tiny_model(seed=3))
+    base = inputs(PROMPTS, [0, 1, 2], temperature=0.0)
+    ref = np.asarray(decode(graph, SPEC, weights, base).tokens_RN)
+    # Row 0 stops at a token; row 1 at a 2-token sequence; row 2 at max_tokens = 4.
+    stop_tokens = np.full((R, 4), -1, np.int32)
+    stop_tokens[0, 0] = ref[0, 6]
+    seqs = np.full((R, 2, 4), NEVER, np.int32)
+    seqs[1, 0] = [ANY, ANY, ref[1, 4], ref[1, 5]]
+    max_tokens = np.array([12, 12, 4, 12, 12, 12], np.int32)
+    stopped = dataclasses.replace(
+        base,
+        stop_tokens_RK=jnp.asarray(stop_tokens),
+        stop_seqs_RMQ=jnp.asarray(seqs),
+        max_tokens_R=jnp.asarray(max_tokens),
+    )
+    out = decode(graph, SPEC, weights, stopped)
+    first = lambda row, t: next(i for i in range(12) if ref[row, i] == t) + 1
+    want_len = [
+        first(0, ref[0, 6]),
+        next(i + 1 for i in range(1, 12) if (ref[1, i - 1], ref[1, i]) == (ref[1, 4], ref[1, 5])),
+        4,
+    ]
+    assert np.asarray(out.length_R[:3]).tolist() == want_len
+    assert np.asarray(out.stopped_R[:3]).tolist() == [True, True, False]
+    for r, n in enumerate(want_len):
+        np.testing.assert_array_equal(out.tokens_RN[r, :n], ref[r, :n])
+        assert (np.asarray(out.tokens_RN[r, n:]) == 0).all()

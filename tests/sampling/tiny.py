@@ -6,21 +6,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+ALPHABET = "\n " + "".join(chr(c) for c in range(33, 126))  # 95 characters: ids 0..94
 EOS = 95  # "</s>"
 AB = 96  # one token that spells "ab": a second tokenisation of "ab" (a + b is the other)
 
 
 class CharTokenizer:
-    """ids 0..94 are the printable ASCII characters 32..126; 95 is EOS; 96 is "ab"."""
+    """ids 0..94 are newline, space and the printable ASCII characters 33..125; 95 is EOS;
+    96 is "ab"."""
 
     eos_token_id = EOS
+    bos_token_id = None
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) - 32 for c in text]
+        return [ALPHABET.index(c) for c in text]
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         pieces = {EOS: "" if skip_special_tokens else "</s>", AB: "ab"}
-        return "".join(pieces.get(int(i), chr(int(i) + 32)) for i in ids)
+        return "".join(pieces.get(int(i), ALPHABET[int(i)] if int(i) < EOS else "") for i in ids)
 
 
 @nnx.jit
