@@ -1,6 +1,6 @@
 """Forward throughput of SmolLM2-135M-Instruct: jaxcook (JAX) vs transformers (PyTorch), same input.
 
-    python benchmarks/forward.py [--batch 8] [--seq 256] [--iters 5] [--dtype float32]
+    python -m benchmarks.forward [--batch 8] [--seq 256] [--iters 5] [--dtype float32]
 
 Prints tokens/s for each and the ratio jaxcook / PyTorch. Both run on this machine's CPU (or
 jaxcook on the default JAX device) in the same process, one after the other.
@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcook.models import load, resolve
+from benchmarks.peers import torch_smollm2
+from jaxcook.models import load
 
 
 def time_it(fn, iters: int) -> float:
@@ -51,12 +52,10 @@ def main():
     )
 
     import torch
-    import transformers
 
-    gguf = resolve("smollm2-135m-instruct").path
-    hf = transformers.AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, args.dtype)
-    ).eval()
+    hf = torch_smollm2().eval()
+    if args.dtype == "bfloat16":
+        hf = hf.to(torch.bfloat16)
     x = torch.tensor(tokens)
 
     def torch_forward():

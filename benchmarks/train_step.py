@@ -1,6 +1,6 @@
 """Training-step throughput: jaxcook vs PyTorch (transformers + peft), same model, batch and LoRA layers.
 
-    python benchmarks/train_step.py [--batch 8] [--seq 256] [--iters 3] [--models smollm2,tiny20m]
+    python -m benchmarks.train_step [--batch 8] [--seq 256] [--iters 3] [--models smollm2,tiny20m]
                                     [--modes lora,full] [--rank 8]
 
 For each model (SmolLM2-135M-Instruct, and a ~20M-parameter Llama config with the same vocab)
@@ -22,10 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.peers import TARGET_MODULES, torch_smollm2
 from jaxcook.engine.batching import BucketConfig
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
-from jaxcook.models import ModelConfig, load, resolve
+from jaxcook.models import ModelConfig, load
 from jaxcook.models.decoder import Decoder
 from jaxcook.types import AdamParams, Datum, ModelInput
 
@@ -102,14 +103,10 @@ def bench_jax(name, mode, batch, seq, iters, rank):
 
 
 def torch_model(name: str):
-    import torch
     import transformers
 
     if name == "smollm2":
-        gguf = resolve("smollm2-135m-instruct").path
-        return transformers.AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
+        return torch_smollm2()
     cfg = transformers.LlamaConfig(**{k: v for k, v in TINY20M.items() if k != "model_type"})
     return transformers.LlamaForCausalLM(cfg)
 
@@ -121,8 +118,9 @@ def bench_torch(name, mode, batch, seq, iters, rank):
     if mode == "lora":
         import peft
 
-        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
+        model = peft.get_peft_model(
+            model, peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGET_MODULES)
+        )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, betas=(0.9, 0.95))
     x = torch.randint(0, model.config.vocab_size, (batch, seq + 1))
 

@@ -1,0 +1,138 @@
+"""Sampling throughput of SmolLM2-135M-Instruct: jaxcook's sampler vs transformers `generate`.
+
+    python benchmarks/sampler.py [--iters 2] [--settings 8x64x128,32x64x64] [--skip-torch]
+
+For each setting BxPxN (batch B of distinct random P-token prompts, N new tokens each, EOS
+ignored on both sides so both generate exactly N tokens; sampling at temperature 1 with no
+top-k / top-p) it prints, for jaxcook (`LocalSamplingClient.sample_many`, f32) and for PyTorch
+(`AutoModelForCausalLM.generate` on the same GGUF, f32, CPU):
+
+- new tokens/s: B * N / wall time of a whole call (prefill included);
+- decode tokens/s: B * (N - 1) / (time of the N-token call - time of a 1-token call), i.e.
+  the rate of the decode loop alone;
+
+and the ratio jaxcook / PyTorch of each. Times are the best of `--iters` runs after a warm-up
+(jaxcook's warm-up compiles). The 1-minute load average is printed before and after: the
+numbers are only comparable on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+
+import numpy as np
+
+
+def best_time(fn, iters: int) -> float:
+    fn()  # warm-up (compiles)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@functools.cache
+def jaxcook_client():
+    from jaxcook.models import load
+    from jaxcook.sampling import LocalSamplingClient
+
+    lm = load("smollm2-135m-instruct")
+    return LocalSamplingClient.from_model(lm.model, lm.tokenizer, seed=0)
+
+
+@functools.cache
+def torch_model():
+    import torch
+    import transformers
+
+    from jaxcook.models import resolve
+
+    gguf = resolve("smollm2-135m-instruct").path
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
+
+
+def jaxcook_runner(B: int, prompts: np.ndarray):
+    import jax
+
+    from jaxcook.types import ModelInput, SamplingParams
+
+    client = jaxcook_client()
+    inputs = [ModelInput.from_ints(p.tolist()) for p in prompts[:B]]
+
+    def run(n: int):
+        params = SamplingParams(max_tokens=n, stop=[], temperature=1.0)
+        out = client.sample_many(inputs, 1, params).result()
+        assert all(len(r.sequences[0].tokens) == n for r in out)
+
+    return run, f"jaxcook ({jax.default_backend()}, float32)"
+
+
+def torch_runner(B: int, prompts: np.ndarray):
+    import torch
+
+    hf = torch_model()
+    ids = torch.tensor(prompts[:B], dtype=torch.long)
+    mask = torch.ones_like(ids)
+
+    def run(n: int):
+        with torch.no_grad():
+            out = hf.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                pad_token_id=hf.config.eos_token_id,
+            )
+        assert out.shape[1] == ids.shape[1] + n
+
+    return run, f"pytorch  (cpu, float32, {torch.get_num_threads()} threads)"
+
+
+def measure(run, N: int, iters: int) -> tuple[float, float]:
+    t_full = best_time(lambda: run(N), iters)
+    t_one = best_time(lambda: run(1), iters)
+    return t_full, max(t_full - t_one, 1e-9)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--settings", default="8x64x128,32x64x64", help="comma-separated BxPxN")
+    parser.add_argument("--skip-torch", action="store_true")
+    args = parser.parse_args()
+    settings = [tuple(int(x) for x in s.split("x")) for s in args.settings.split(",")]
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+    for B, P, N in settings:
+        prompts = np.random.default_rng(0).integers(100, 49152, (B, P))
+        rates = {}
+        runners = [jaxcook_runner] + ([] if args.skip_torch else [torch_runner])
+        for make in runners:
+            run, name = make(B, prompts)
+            t_full, t_decode = measure(run, N, args.iters)
+            rates[make] = (B * N / t_full, B * (N - 1) / t_decode)
+            print(
+                f"B={B:3d} prompt={P} new={N}  {name}: {rates[make][0]:7.1f} new tokens/s "
+                f"({t_full:.2f} s), decode {rates[make][1]:7.1f} tokens/s"
+            )
+        if len(rates) == 2:
+            (j_full, j_dec), (t_full, t_dec) = rates[jaxcook_runner], rates[torch_runner]
+            print(
+                f"B={B:3d}  ratio jaxcook/pytorch: {j_full / t_full:.2f}x new tokens/s, "
+                f"{j_dec / t_dec:.2f}x decode"
+            )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
