@@ -21,7 +21,7 @@ class ModelOptions:
 
     name: str = "smollm2-135m-instruct"
     renderer: str | None = None  # None = the model's recommended renderer
-    lora: LoraConfig | None = LoraConfig(rank=8)
+    lora: LoraConfig | None = LoraConfig(rank=32)
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # base weights; adapters and Adam stay f32
     mesh: MeshConfig = MeshConfig()
     remat: bool = False  # gradient checkpointing of each layer

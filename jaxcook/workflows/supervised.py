@@ -31,9 +31,9 @@ class SupervisedConfig:
     max_length: int = 256
     batch_size: int = 8
     num_epochs: int = 1
-    max_steps: int | None = None
-    optim: OptimConfig = OptimConfig(learning_rate=2e-4)
-    eval_every: int = 10  # steps; 0 = only at the end
+    max_steps: int | None = 60  # None = every batch of every epoch
+    optim: OptimConfig = OptimConfig(learning_rate=5e-4)
+    eval_every: int = 20  # steps; 0 = only at the end
     eval_batch_size: int = 16
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/sft")
