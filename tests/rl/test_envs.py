@@ -13,6 +13,7 @@ from jaxcook.rl.envs.arithmetic import (
     ArithmeticDatasetBuilder,
     ArithmeticEnv,
     ArithmeticProblem,
+    few_shot_prefix,
     make_problem,
 )
 from jaxcook.rl.envs.calculator import CalculatorDatasetBuilder, make_calculator_env
@@ -61,7 +62,7 @@ def _solve(prompt: str) -> str:
         ("I don't know" + END, -0.1, 0.0, 0.0),
     ],
 )
-def test_arithmetic_rewards(reply, reward, fmt, correct):
+def test_arithmetic_rewards_plain(reply, reward, fmt, correct):
     env = ArithmeticEnv(ArithmeticProblem("23 + 45", "68"), R)
     traj = run(do_single_rollout(ScriptedCompleter(lambda p: reply), env))
     (tr,) = traj.transitions
@@ -69,17 +70,51 @@ def test_arithmetic_rewards(reply, reward, fmt, correct):
     assert tr.metrics == {"format": fmt, "correct": correct}
 
 
-def test_arithmetic_prompt_has_few_shot_example():
-    env = ArithmeticEnv(ArithmeticProblem("23 + 45", "68"), R)
+@pytest.mark.parametrize(
+    "reply, reward, fmt, correct",
+    [
+        ("23 + 45 = 68" + END, 1.0, 1.0, 1.0),
+        ("23+45=68." + END, 1.0, 1.0, 1.0),
+        ("68" + END, 0.9, 0.0, 1.0),  # right, but not the equation
+        ("20 + 45 = 65" + END, -0.1, 0.0, 0.0),  # the expression was miscopied
+        ("23 + 45 = 67" + END, 0.0, 1.0, 0.0),
+    ],
+)
+def test_arithmetic_rewards_equation(reply, reward, fmt, correct):
+    env = ArithmeticEnv(ArithmeticProblem("23 + 45", "68"), R, answer_format="equation")
+    (tr,) = run(do_single_rollout(ScriptedCompleter(lambda p: reply), env)).transitions
+    assert (tr.reward, tr.metrics["format"], tr.metrics["correct"]) == (pytest.approx(reward), fmt, correct)
+
+
+def test_max_operand_caps_operands():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = make_problem(rng, num_digits=1, num_operands=3, max_operand=3)
+        assert all(1 <= int(x) <= 3 for x in re.findall(r"\d+", p.expression))
+    with pytest.raises(ValueError, match="max_operand"):
+        ArithmeticDatasetBuilder(renderer=R, num_digits=2, max_operand=5)
+
+
+def test_arithmetic_few_shot_examples_match_the_task_shape():
+    prefix = few_shot_prefix(2, "plain", num_digits=2, num_operands=3, operators="+")
+    assert prefix == few_shot_prefix(2, "plain", num_digits=2, num_operands=3, operators="+")
+    for user, assistant in zip(prefix[::2], prefix[1::2]):
+        expr = re.search(r"What is (.*?)\?", user["content"]).group(1)
+        assert len(re.findall(r"\b\d\d\b", expr)) == 3 and assistant["content"] == str(safe_eval(expr))
+    env = ArithmeticEnv(ArithmeticProblem("23 + 45", "68"), R, convo_prefix=prefix)
     ob, stop = run(env.initial_observation())
     text = R.decode(ob.to_ints())
-    assert text.count("<|im_start|>user") == 2 and "What is 3 + 4?" in text and text.endswith("assistant\n")
+    assert text.count("<|im_start|>user") == 3 and text.endswith(
+        "What is 23 + 45? Answer with only the number.<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert stop == [R.get_stop_sequences()[0]]
+    boxed = few_shot_prefix(1, "boxed", num_digits=1, num_operands=2, operators="*")
+    assert boxed[1]["content"].startswith("\\boxed{")
 
 
 def test_arithmetic_dataset_rollout_end_to_end():
     builder = ArithmeticDatasetBuilder(
-        renderer=R, groups_per_batch=3, group_size=4, n_batches=2, n_test_problems=5
+        renderer=R, groups_per_batch=3, group_size=4, n_batches=2, n_test_problems=5, answer_format="plain"
     )
     train, test = run(builder())
     assert len(train) == 2 and len(test) == 1 and len(test.get_batch(0)) == 5
@@ -333,7 +368,17 @@ def test_rollout_config_max_tokens_reaches_the_policy():
 def test_evaluate_rl_dataset_prefixes_metrics():
     from jaxcook.rl.evaluation import evaluate_rl_dataset
 
-    _, test = run(ArithmeticDatasetBuilder(renderer=R, n_test_problems=6)())
+    _, test = run(ArithmeticDatasetBuilder(renderer=R, n_test_problems=6, answer_format="plain")())
     metrics = run(evaluate_rl_dataset(test, ScriptedCompleter(lambda p: _solve(p) + END)))
     assert metrics["test/env/all/correct"] == 1.0 and metrics["test/env/all/total_episodes"] == 6
     assert metrics["test/rollout_errors/total"] == 0
+
+
+def test_group_builders_pickle():
+    import pickle
+
+    train, _ = run(ArithmeticDatasetBuilder(renderer=R, groups_per_batch=1, group_size=2, n_batches=1)())
+    (builder,) = train.get_batch(0)
+    clone = pickle.loads(pickle.dumps(builder))
+    q = [e.get_question() for e in run(clone.make_envs())]
+    assert q == [e.get_question() for e in run(builder.make_envs())] and len(q) == 2

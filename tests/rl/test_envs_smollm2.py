@@ -14,7 +14,12 @@ import pytest
 from jaxcook.renderers import get_renderer
 from jaxcook.renderers.tokenizers import offline_tokenizer
 from jaxcook.rl.data_processing import trajectory_to_data
-from jaxcook.rl.envs.arithmetic import ArithmeticDatasetBuilder, ArithmeticEnv, ArithmeticProblem
+from jaxcook.rl.envs.arithmetic import (
+    ArithmeticDatasetBuilder,
+    ArithmeticEnv,
+    ArithmeticProblem,
+    few_shot_prefix,
+)
 from jaxcook.rl.envs.calculator import CalculatorDatasetBuilder
 from jaxcook.rl.envs.guess_number import make_guess_number_env
 from jaxcook.rl.envs.reasoning_gym_env import ReasoningGymDatasetBuilder
@@ -44,7 +49,8 @@ def run(coro):
 
 
 def test_arithmetic_prompt_matches_hf_template_and_grades(chatml, tokenizer):
-    env = ArithmeticEnv(ArithmeticProblem("23 + 45", "68"), chatml)
+    prefix = few_shot_prefix(3, "plain", num_digits=2, num_operands=2, operators="+")
+    env = ArithmeticEnv(ArithmeticProblem("23 + 45", "68"), chatml, convo_prefix=prefix)
     ob, stop = run(env.initial_observation())
     convo = [*env.convo_prefix, {"role": "user", "content": env.get_question()}]
     text = tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
@@ -57,8 +63,9 @@ def test_arithmetic_prompt_matches_hf_template_and_grades(chatml, tokenizer):
 def test_arithmetic_batch_with_chatml(chatml):
     train, _ = run(ArithmeticDatasetBuilder(renderer=chatml, groups_per_batch=2, group_size=3, n_batches=1)())
 
-    def respond(prompt):
-        return str(safe_eval(re.search(r"What is (.*?)\?", last_user_text(prompt)).group(1))) + END
+    def respond(prompt):  # the default "equation" answer format
+        expr = re.search(r"What is (.*?)\?", last_user_text(prompt)).group(1)
+        return f"{expr} = {safe_eval(expr)}{END}"
 
     batch = run(do_batch_rollout(train.get_batch(0), _completer(chatml, respond)))
     assert [g.get_total_rewards() for g in batch.groups] == [[1.0] * 3] * 2

@@ -233,3 +233,22 @@ def test_config_validation():
         RolloutConfig(max_tokens=0)
     with pytest.raises(ValueError, match="nan_reward"):
         RolloutConfig(nan_reward=math.nan)
+
+
+def test_fail_fast_cancels_the_other_rollouts():
+    class Slow(TurnsEnv):
+        async def step(self, action, *, extra=None):
+            await asyncio.sleep(30)
+            return await super().step(action, extra=extra)
+
+    builder = Builder(lambda i, a: TurnsEnv(fail=RuntimeError("boom")) if i == 0 else Slow(), 3)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RuntimeError, match="boom"):
+            await do_group_rollout(builder, Policy(), FailFast())
+        return loop.time() - start
+
+    assert run(go()) < 5  # the 30 s steps were cancelled, not awaited
+    assert builder.cleanups == 1
