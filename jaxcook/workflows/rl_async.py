@@ -1,0 +1,235 @@
+"""The two overlapping RL modes: streaming minibatches, and asynchronous off-policy training.
+
+Streaming (one iteration): every group's rollout starts at once; finished groups queue up, and
+each of the `num_substeps` substeps takes its share of groups in `stream_minibatches` chunks,
+issuing a forward/backward as soon as a chunk is complete (the trainer works while the other
+rollouts finish) and one optimizer step per substep.
+
+Async: a background thread runs an event loop that keeps up to
+`groups_per_batch * (max_steps_off_policy + 1)` groups in flight or waiting, each sampled by the
+newest snapshot at its start and tagged with that snapshot's version (the number of optimizer
+steps it had seen). The trainer, at step s, takes finished groups, discards (and counts) any
+with `s - version > max_steps_off_policy`, trains on `groups_per_batch` fresh ones and publishes
+a new snapshot. A resumed async run restarts sampling from the restored weights at the
+restored step (rollouts in flight when it stopped are sampled again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+
+import numpy as np
+
+from jaxcook.rl import compute_trajectory_metrics
+from jaxcook.rl.rollouts import GroupRolloutError, do_group_rollout, rollout_error_metrics
+from jaxcook.workflows.rl_train import _chunks, groups_to_data, numerics_metrics, submit_forward_backward
+
+
+async def _group_or_error(builder, policy, ctx):
+    try:
+        return await do_group_rollout(builder, policy, ctx.strategy, ctx.rollout_config)
+    except GroupRolloutError as e:
+        return e
+
+
+def _shape(ctx, data, metrics):
+    for shape in ctx.shapers:
+        data, shaped = shape(data)
+        metrics.update(shaped)
+    return data
+
+
+def stream_iteration(ctx, builders, policy, step: int):
+    """Roll out one iteration's groups and train on them as they finish.
+
+    Returns (groups, rollout metrics, training metrics)."""
+    cfg = ctx.cfg
+    adam = cfg.optim.adam_params(step, ctx.total)
+    t0 = time.perf_counter()
+    results: list = []
+    metrics: dict[str, float] = {"train/loss": 0.0}
+    plan = [
+        [len(mb) for mb in _chunks(members, cfg.stream_minibatches)]
+        for members in _chunks(list(range(len(builders))), cfg.num_substeps)
+    ]
+
+    async def main():
+        pending = [asyncio.ensure_future(_group_or_error(b, policy, ctx)) for b in builders]
+        arrivals = asyncio.as_completed(pending)
+        remaining, buffer, first = len(pending), [], True
+        for sizes in plan:
+            submitted = []
+            for size in sizes:
+                while len(buffer) < size and remaining:
+                    result = await next(arrivals)
+                    remaining -= 1
+                    results.append(result)
+                    if not isinstance(result, GroupRolloutError):
+                        buffer.append(result)
+                chunk, buffer[:] = buffer[:size], buffer[size:]
+                data, _ = groups_to_data(chunk, remove_constant=cfg.remove_constant_reward_groups)
+                data = _shape(ctx, data, metrics)
+                if data:
+                    futures = submit_forward_backward(
+                        ctx.client, data, loss_fn=cfg.loss_fn, loss_fn_config=cfg.loss_fn_config
+                    )
+                    submitted.append((data, futures))
+            if not submitted:
+                continue
+            optim = ctx.client.optim_step(adam)
+            for data, futures in submitted:
+                outputs = [await asyncio.wrap_future(f) for f in futures]
+                metrics["train/loss"] += sum(o.metrics["loss:sum"] for o in outputs)
+                if first:
+                    metrics.update(numerics_metrics(data, outputs))
+                    first = False
+            metrics.update(await asyncio.wrap_future(optim))
+        while remaining:  # groups the plan did not need (normally none)
+            results.append(await next(arrivals))
+            remaining -= 1
+
+    asyncio.run(main())
+    metrics["time/sampling_and_training_s"] = time.perf_counter() - t0
+    groups = [r for r in results if not isinstance(r, GroupRolloutError)]
+    return groups, rollout_error_metrics(results), metrics
+
+
+class _Snapshots:
+    """The newest sampler snapshot and its version, shared by the trainer and the sampler thread."""
+
+    def __init__(self, ctx):
+        self.ctx, self.lock = ctx, threading.Lock()
+        self.current = None
+        self.retired: list = []
+
+    def publish(self, version: int) -> None:
+        sc, policy = self.ctx.sampler(version)
+        with self.lock:
+            if self.current is not None:
+                self.retired.append(self.current[1])
+            self.current = (version, sc, policy)
+
+    def get(self):
+        with self.lock:
+            return self.current[0], self.current[2]
+
+    def close(self) -> None:
+        for sc in [*self.retired, self.current[1]]:
+            sc.close()
+
+
+def _producer(
+    ctx,
+    snapshots: _Snapshots,
+    ready: queue.Queue,
+    slots: threading.Semaphore,
+    stop: threading.Event,
+    first_batch: int,
+):
+    async def run():
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task] = set()
+        batch = first_batch
+        while not stop.is_set():
+            for builder in ctx.train.get_batch(batch % len(ctx.train)):
+                while not await loop.run_in_executor(None, slots.acquire, True, 0.1):
+                    if stop.is_set():
+                        break
+                if stop.is_set():
+                    break
+                version, policy = snapshots.get()
+
+                async def one(builder=builder, version=version, policy=policy):
+                    ready.put((version, await _group_or_error(builder, policy, ctx)))
+
+                task = asyncio.ensure_future(one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            batch += 1
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+
+
+def async_loop(ctx, start: int) -> None:
+    from jaxcook.logging import ProgressBar
+
+    cfg, run = ctx.cfg, ctx.run
+    G = cfg.groups_per_batch
+    ready: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(G * (cfg.max_steps_off_policy + 1))
+    stop = threading.Event()
+    snapshots = _Snapshots(ctx)
+    snapshots.publish(start)
+    thread = threading.Thread(target=_producer, args=(ctx, snapshots, ready, slots, stop, start), daemon=True)
+    thread.start()
+    progress = ProgressBar(ctx.total, start_step=start, desc="rl-async")
+    try:
+        for step in range(start, ctx.total):
+            t_iter = time.perf_counter()
+            if ctx.test is not None and (step == 0 or (cfg.eval_every and step % cfg.eval_every == 0)):
+                run.log(ctx.evaluate(step), step)
+            kept, versions, results, discarded = take_fresh_groups(
+                ready, slots, step, G, cfg.max_steps_off_policy
+            )
+            metrics = {
+                "time/waiting_for_groups_s": time.perf_counter() - t_iter,
+                "async/discarded_stale_groups": float(discarded),
+                **staleness_metrics(versions, step),
+                **rollout_error_metrics(results),
+            }
+            metrics.update(ctx.train_on_groups(kept, step))
+            snapshots.publish(step + 1)
+            metrics.update(compute_trajectory_metrics(kept))
+            ctx.report(kept, step)
+            metrics.update(
+                {
+                    "progress/batch": step,
+                    "progress/done_frac": (step + 1) / ctx.total,
+                    "time/total_s": time.perf_counter() - t_iter,
+                }
+            )
+            run.log(metrics, step)
+            progress.update(step + 1, loss=metrics.get("env/all/reward/total"))
+            run.maybe_save(step + 1, ctx.client, {"renderer_name": ctx.setup.renderer_name})
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        snapshots.close()
+        progress.close()
+
+
+def take_fresh_groups(
+    ready: queue.Queue, slots: threading.Semaphore, step: int, count: int, max_off_policy: int
+):
+    """Take finished groups until `count` are fresh enough for trainer step `step`.
+
+    Returns (kept groups, their versions, every result taken, number discarded as too stale).
+    A group sampled by the snapshot of version v is kept iff `step - v <= max_off_policy`."""
+    kept, versions, results, discarded = [], [], [], 0
+    while len(kept) < count:
+        version, result = ready.get()
+        slots.release()
+        results.append(result)
+        if isinstance(result, GroupRolloutError):
+            continue
+        if step - version > max_off_policy:
+            discarded += 1  # too stale: never trained on
+            continue
+        kept.append(result)
+        versions.append(version)
+    return kept, versions, results, discarded
+
+
+def staleness_metrics(versions: list[int], step: int) -> dict[str, float]:
+    """How many optimizer steps behind the trainer the sampled groups are (0 = on-policy)."""
+    stale = [step - v for v in versions]
+    return {
+        "async/staleness_mean": float(np.mean(stale)) if stale else 0.0,
+        "async/staleness_max": float(max(stale, default=0)),
+    }

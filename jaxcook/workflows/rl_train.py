@@ -1,0 +1,128 @@
+"""One RL update from rolled-out groups: advantages -> datums -> shaping -> training substeps.
+
+    data, metrics = groups_to_data(groups, ...)               # group-centred advantages, datums
+    data, m = shaper(data)                                    # KL penalty, teacher KL (optional)
+    metrics |= train_on_data(client, data, loss_fn, ...)      # num_substeps x (fwd_bwd + optim)
+
+`train_on_data` also returns the sampler/trainer numerics (`optim/kl_sample_train_v1/v2`,
+`optim/entropy`) from the first substep's forward, computed before any update of this batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from jaxcook.rl import (
+    assemble_training_data,
+    compute_advantages,
+    compute_kl_sample_train,
+    incorporate_kl_penalty,
+    remove_constant_reward_groups,
+)
+from jaxcook.rl.types import TrajectoryGroup
+from jaxcook.types import AdamParams, Datum
+
+# loss_fn -> the loss_fn_inputs it reads (the host-only `mask` goes along for `dro`).
+LOSS_KEYS = {
+    "importance_sampling": ("target_tokens", "logprobs", "advantages"),
+    "ppo": ("target_tokens", "logprobs", "advantages"),
+    "cispo": ("target_tokens", "logprobs", "advantages"),
+    "dro": ("target_tokens", "logprobs", "advantages", "mask"),
+}
+
+Shaper = Callable[[list[Datum]], tuple[list[Datum], dict[str, float]]]
+
+
+def groups_to_data(groups: Sequence[TrajectoryGroup], *, remove_constant: bool) -> tuple[list[Datum], dict]:
+    kept = remove_constant_reward_groups(groups) if remove_constant else list(groups)
+    advantages = compute_advantages(kept)
+    data, _ = assemble_training_data(kept, advantages)
+    metrics = {"env/all/kept_groups": float(len(kept)), "tokens/num_datums": float(len(data))}
+    return data, metrics
+
+
+def reference_scorer(client, ref_params) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
+    """`score(datums) -> log-probs of their targets under the reference policy` (for KL shaping)."""
+
+    def score(data: Sequence[Datum]) -> list[np.ndarray]:
+        rows = max(client.buckets.batch_buckets)
+        probe = [
+            Datum(
+                d.model_input,
+                {"target_tokens": d.loss_fn_inputs["target_tokens"], "weights": d.loss_fn_inputs["mask"]},
+            )
+            for d in data
+        ]
+        futures = [client.forward(probe[i : i + rows], params=ref_params) for i in range(0, len(probe), rows)]
+        return [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
+
+    return score
+
+
+def kl_shaper(score, *, coef: float, discount: float) -> Shaper:
+    def shape(data: list[Datum]):
+        return incorporate_kl_penalty(data, score, coef=coef, discount=discount)
+
+    return shape
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    """`n` nearly equal consecutive chunks (no empty ones)."""
+    n = max(1, min(n, len(items)))
+    bounds = np.linspace(0, len(items), n + 1).astype(int)
+    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def submit_forward_backward(
+    client, data: list[Datum], *, loss_fn: str, loss_fn_config: dict | None, max_rows: int | None = None
+) -> list:
+    """Forward/backward futures over `data` in microbatches of at most `max_rows` datums
+    (gradients accumulate, so microbatching changes nothing)."""
+    keys = LOSS_KEYS[loss_fn]
+    rows = max_rows or max(client.buckets.batch_buckets)
+    futures = []
+    for i in range(0, len(data), rows):
+        micro = [
+            Datum(d.model_input, {key: d.loss_fn_inputs[key] for key in keys}) for d in data[i : i + rows]
+        ]
+        futures.append(client.forward_backward(micro, loss_fn, loss_fn_config))
+    return futures
+
+
+def numerics_metrics(data: Sequence[Datum], outputs) -> dict[str, float]:
+    """Sampler-vs-trainer KL and entropy of `data` from its forward/backward outputs."""
+    train_lp = [o["logprobs"] for out in outputs for o in out.loss_fn_outputs]
+    return compute_kl_sample_train(
+        [d.loss_fn_inputs["logprobs"] for d in data], train_lp, [d.loss_fn_inputs["mask"] for d in data]
+    )
+
+
+def train_on_data(
+    client,
+    data: list[Datum],
+    *,
+    loss_fn: str,
+    loss_fn_config: dict | None,
+    adam: AdamParams,
+    num_substeps: int = 1,
+    max_rows: int | None = None,
+) -> dict[str, float]:
+    """`num_substeps` optimizer steps over consecutive chunks of `data`; the sampler/trainer
+    numerics come from the first substep, before any update of this batch."""
+    t0 = time.perf_counter()
+    metrics: dict[str, float] = {"train/loss": 0.0}
+    for k, chunk in enumerate(_chunks(data, num_substeps)):
+        futures = submit_forward_backward(
+            client, chunk, loss_fn=loss_fn, loss_fn_config=loss_fn_config, max_rows=max_rows
+        )
+        optim = client.optim_step(adam)
+        outputs = [f.result() for f in futures]
+        if k == 0:
+            metrics.update(numerics_metrics(chunk, outputs))
+        metrics["train/loss"] += sum(o.metrics["loss:sum"] for o in outputs)
+        metrics.update(optim.result())
+    metrics["time/training_s"] = time.perf_counter() - t0
+    return metrics

@@ -1,0 +1,30 @@
+"""RL (LoRA, importance sampling) of SmolLM2-135M-Instruct on generated two-digit addition."""
+
+from __future__ import annotations
+
+from jaxcook.lora import LoraConfig
+from jaxcook.run_result import RunResult
+from jaxcook.workflows.common import ModelOptions
+from jaxcook.workflows.options import OptimConfig, RunOptions
+from jaxcook.workflows.rl import RLConfig, train
+
+Config = RLConfig
+
+
+def tiny() -> Config:
+    """A 2-layer random model, 3 iterations of 2 groups x 2 samples: seconds on a CPU."""
+    return Config(
+        model=ModelOptions(name="tiny-random-smollm2", lora=LoraConfig(rank=4)),
+        env_options={"n_test_problems": 4, "few_shot": 1},
+        groups_per_batch=2,
+        group_size=2,
+        max_tokens=8,
+        max_steps=3,
+        eval_every=2,
+        optim=OptimConfig(learning_rate=1e-3, lr_schedule="constant"),
+        run=RunOptions(log_dir="runs/rl-tiny", save_every=2),
+    )
+
+
+def main(cfg: Config) -> RunResult:
+    return train(cfg)
