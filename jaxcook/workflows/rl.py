@@ -129,10 +129,10 @@ class RLContext:
     def train_on_groups(self, groups, step: int) -> dict[str, float]:
         """Advantages, shaping and the optimizer substeps for one iteration's groups."""
         cfg = self.cfg
-        data, metrics = groups_to_data(groups, remove_constant=cfg.remove_constant_reward_groups)
+        data, meta, metrics = groups_to_data(groups, remove_constant=cfg.remove_constant_reward_groups)
         t0 = time.perf_counter()
         for shape in self.shapers:
-            data, shaped = shape(data)
+            data, shaped = shape(data, meta)
             metrics.update(shaped)
         metrics["time/scoring_s"] = time.perf_counter() - t0
         if not data:
@@ -202,7 +202,7 @@ def build_context(cfg: RLConfig, run: TrainingRun, setup, shapers=()) -> RLConte
 
 
 def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
-    """Run RL. `extra_shapers`: factories `(ctx) -> shaper(data) -> (data, metrics)` applied
+    """Run RL. `extra_shapers`: factories `(ctx) -> shaper(data, meta) -> (data, metrics)` applied
     after the KL penalty (on-policy distillation adds the teacher's reverse KL this way)."""
     setup = make_setup(
         cfg.model, max_length=8192, batch_size=cfg.groups_per_batch * cfg.group_size, seed=cfg.seed

@@ -35,9 +35,9 @@ async def _group_or_error(builder, policy, ctx):
         return e
 
 
-def _shape(ctx, data, metrics):
+def _shape(ctx, data, meta, metrics):
     for shape in ctx.shapers:
-        data, shaped = shape(data)
+        data, shaped = shape(data, meta)
         metrics.update(shaped)
     return data
 
@@ -70,8 +70,8 @@ def stream_iteration(ctx, builders, policy, step: int):
                     if not isinstance(result, GroupRolloutError):
                         buffer.append(result)
                 chunk, buffer[:] = buffer[:size], buffer[size:]
-                data, _ = groups_to_data(chunk, remove_constant=cfg.remove_constant_reward_groups)
-                data = _shape(ctx, data, metrics)
+                data, meta, _ = groups_to_data(chunk, remove_constant=cfg.remove_constant_reward_groups)
+                data = _shape(ctx, data, meta, metrics)
                 if data:
                     futures = submit_forward_backward(
                         ctx.client, data, loss_fn=cfg.loss_fn, loss_fn_config=cfg.loss_fn_config

@@ -1,7 +1,7 @@
 """One RL update from rolled-out groups: advantages -> datums -> shaping -> training substeps.
 
-    data, metrics = groups_to_data(groups, ...)               # group-centred advantages, datums
-    data, m = shaper(data)                                    # KL penalty, teacher KL (optional)
+    data, meta, metrics = groups_to_data(groups, ...)         # group-centred advantages, datums
+    data, m = shaper(data, meta)                              # KL penalty, teacher KL (optional)
     metrics |= train_on_data(client, data, loss_fn, ...)      # num_substeps x (fwd_bwd + optim)
 
 `train_on_data` also returns the sampler/trainer numerics (`optim/kl_sample_train_v1/v2`,
@@ -33,15 +33,26 @@ LOSS_KEYS = {
     "dro": ("target_tokens", "logprobs", "advantages", "mask"),
 }
 
-Shaper = Callable[[list[Datum]], tuple[list[Datum], dict[str, float]]]
+# shaper(datums, meta) -> (datums with new advantages, metrics); meta as from `groups_to_data`.
+Shaper = Callable[[list[Datum], list[dict]], tuple[list[Datum], dict[str, float]]]
 
 
-def groups_to_data(groups: Sequence[TrajectoryGroup], *, remove_constant: bool) -> tuple[list[Datum], dict]:
+def groups_to_data(groups: Sequence[TrajectoryGroup], *, remove_constant: bool):
+    """(datums, meta, metrics): group-centred advantages on every datum; `meta[i]` says where datum
+    i came from: `{"group_idx", "traj_idx", "tags", "trajectory"}` (for shapers that need it)."""
     kept = remove_constant_reward_groups(groups) if remove_constant else list(groups)
     advantages = compute_advantages(kept)
-    data, _ = assemble_training_data(kept, advantages)
+    data, where = assemble_training_data(kept, advantages)
+    meta = [
+        {
+            **w,
+            "tags": kept[w["group_idx"]].tags,
+            "trajectory": kept[w["group_idx"]].trajectories_G[w["traj_idx"]],
+        }
+        for w in where
+    ]
     metrics = {"env/all/kept_groups": float(len(kept)), "tokens/num_datums": float(len(data))}
-    return data, metrics
+    return data, meta, metrics
 
 
 def reference_scorer(client, ref_params) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
@@ -63,7 +74,7 @@ def reference_scorer(client, ref_params) -> Callable[[Sequence[Datum]], list[np.
 
 
 def kl_shaper(score, *, coef: float, discount: float) -> Shaper:
-    def shape(data: list[Datum]):
+    def shape(data: list[Datum], meta: list[dict]):
         return incorporate_kl_penalty(data, score, coef=coef, discount=discount)
 
     return shape
