@@ -11,9 +11,10 @@ top-k / top-p) it prints, for jaxcook (`LocalSamplingClient.sample_many`, f32) a
 - decode tokens/s: B * (N - 1) / (time of the N-token call - time of a 1-token call), i.e.
   the rate of the decode loop alone;
 
-and the ratio jaxcook / PyTorch of each. Times are the best of `--iters` runs after a warm-up
-(jaxcook's warm-up compiles). The 1-minute load average is printed before and after: the
-numbers are only comparable on a quiet machine.
+and the ratio jaxcook / PyTorch of each. Times are the best of `--iters` rounds after a warm-up (jaxcook's
+warm-up compiles); each round runs jaxcook and PyTorch one after the other, so a change of
+machine load hits both. The 1-minute load average is printed before and after: on a shared
+machine the numbers move with it.
 """
 
 from __future__ import annotations
@@ -26,14 +27,10 @@ import time
 import numpy as np
 
 
-def best_time(fn, iters: int) -> float:
-    fn()  # warm-up (compiles)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(run, n: int) -> float:
+    start = time.perf_counter()
+    run(n)
+    return time.perf_counter() - start
 
 
 @functools.cache
@@ -99,10 +96,17 @@ def torch_runner(B: int, prompts: np.ndarray):
     return run, f"pytorch  (cpu, float32, {torch.get_num_threads()} threads)"
 
 
-def measure(run, N: int, iters: int) -> tuple[float, float]:
-    t_full = best_time(lambda: run(N), iters)
-    t_one = best_time(lambda: run(1), iters)
-    return t_full, max(t_full - t_one, 1e-9)
+def interleaved(runners: dict, N: int, iters: int) -> dict:
+    """Best time of each (runner, n) for n in (N, 1), runs interleaved round by round so a
+    change in machine load hits every runner alike."""
+    for run in runners.values():  # warm-up: compiles
+        run(N), run(1)
+    best = {}
+    for _ in range(iters):
+        for name, run in runners.items():
+            for n in (N, 1):
+                best[name, n] = min(best.get((name, n), float("inf")), timed(run, n))
+    return best
 
 
 def main():
@@ -115,18 +119,19 @@ def main():
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     for B, P, N in settings:
         prompts = np.random.default_rng(0).integers(100, 49152, (B, P))
+        makers = [jaxcook_runner] + ([] if args.skip_torch else [torch_runner])
+        runners = dict(make(B, prompts)[::-1] for make in makers)
+        best = interleaved(runners, N, args.iters)
         rates = {}
-        runners = [jaxcook_runner] + ([] if args.skip_torch else [torch_runner])
-        for make in runners:
-            run, name = make(B, prompts)
-            t_full, t_decode = measure(run, N, args.iters)
-            rates[make] = (B * N / t_full, B * (N - 1) / t_decode)
+        for name in runners:
+            t_full, t_one = best[name, N], best[name, 1]
+            rates[name] = (B * N / t_full, B * (N - 1) / max(t_full - t_one, 1e-9))
             print(
-                f"B={B:3d} prompt={P} new={N}  {name}: {rates[make][0]:7.1f} new tokens/s "
-                f"({t_full:.2f} s), decode {rates[make][1]:7.1f} tokens/s"
+                f"B={B:3d} prompt={P} new={N}  {name}: {rates[name][0]:7.1f} new tokens/s "
+                f"({t_full:.2f} s), decode {rates[name][1]:7.1f} tokens/s"
             )
         if len(rates) == 2:
-            (j_full, j_dec), (t_full, t_dec) = rates[jaxcook_runner], rates[torch_runner]
+            (j_full, j_dec), (t_full, t_dec) = rates.values()
             print(
                 f"B={B:3d}  ratio jaxcook/pytorch: {j_full / t_full:.2f}x new tokens/s, "
                 f"{j_dec / t_dec:.2f}x decode"

@@ -28,6 +28,14 @@ import jax.numpy as jnp
 BLOCK = 128  # tokens per block of the two-level cumulative sum
 
 
+def first_argmax(x_RV: jnp.ndarray) -> jnp.ndarray:
+    """`argmax(x, -1)` (ties to the lowest index) as two plain reductions: XLA's CPU argmax
+    (a variadic reduce) is ~8x slower over a 49k vocabulary."""
+    max_R1 = x_RV.max(-1, keepdims=True)
+    iota_RV = jax.lax.broadcasted_iota(jnp.int32, x_RV.shape, 1)
+    return jnp.min(jnp.where(x_RV == max_R1, iota_RV, x_RV.shape[-1]), axis=-1)
+
+
 def _largest_threshold(probs_RV: jnp.ndarray, ok) -> jnp.ndarray:
     """Per row, the largest float32 `tau > 0` with `ok(probs_RV >= tau)` (or 0 if none).
 
@@ -58,28 +66,27 @@ def filter_top_k_top_p(probs_RV: jnp.ndarray, top_k_R: jnp.ndarray, top_p_R: jnp
     return jnp.where(probs_RV >= tau_p_R[:, None], probs_RV, 0.0)
 
 
-def inverse_cdf_sample(weights_RV: jnp.ndarray, u_R: jnp.ndarray) -> jnp.ndarray:
-    """Index i of each row drawn with probability weights[i] / sum(weights), from u ~ U[0, 1).
+def inverse_cdf_sample(weights_RV: jnp.ndarray, v_R: jnp.ndarray) -> jnp.ndarray:
+    """Index i of each row drawn with probability weights[i] / sum(weights), from v ~ U(0, 1]:
+    the i with cdf[i-1] < v * total <= cdf[i], so a zero-weight entry is never picked.
 
-    Picks the first i whose running sum exceeds u * total, so a zero-weight entry is never
-    picked. Two levels: find the block of 128 (cumsum over V/128 block sums), then the entry
-    in it (cumsum over 128).
+    Two levels: find the block of 128 (cumsum over V/128 block sums), then the entry in it
+    (cumsum over 128). The target inside the block is clamped into (0, block total], so float
+    rounding between the levels cannot land on a zero-weight entry either.
     """
     R, V = weights_RV.shape
     pad = (-V) % BLOCK
     w_RNB = jnp.pad(weights_RV, ((0, 0), (0, pad))).reshape(R, -1, BLOCK)  # N = ceil(V / BLOCK) blocks
     block_sum_RN = w_RNB.sum(-1)
     block_cdf_RN = jnp.cumsum(block_sum_RN, axis=-1)
-    x_R = u_R * block_cdf_RN[:, -1]
+    x_R = v_R * block_cdf_RN[:, -1]
     n_R = jnp.minimum((block_cdf_RN < x_R[:, None]).sum(-1), w_RNB.shape[1] - 1)
     before_R = jnp.take_along_axis(block_cdf_RN - block_sum_RN, n_R[:, None], axis=-1)[:, 0]
     w_RB = jnp.take_along_axis(w_RNB, n_R[:, None, None], axis=1)[:, 0]
     inner_cdf_RB = jnp.cumsum(w_RB, axis=-1)
-    b_R = jnp.minimum((inner_cdf_RB < (x_R - before_R)[:, None]).sum(-1), BLOCK - 1)
-    index_R = jnp.minimum(n_R * BLOCK + b_R, V - 1)
-    # Float edge (u * total rounding onto a block boundary): never return a zero-weight entry.
-    chosen_R = jnp.take_along_axis(weights_RV, index_R[:, None], axis=-1)[:, 0]
-    return jnp.where(chosen_R > 0, index_R, jnp.argmax(weights_RV, axis=-1)).astype(jnp.int32)
+    inner_x_R = jnp.clip(x_R - before_R, jnp.finfo(jnp.float32).tiny, inner_cdf_RB[:, -1])
+    b_R = jnp.minimum((inner_cdf_RB < inner_x_R[:, None]).sum(-1), BLOCK - 1)
+    return jnp.minimum(n_R * BLOCK + b_R, V - 1).astype(jnp.int32)
 
 
 def sample_tokens(
@@ -101,9 +108,9 @@ def sample_tokens(
     probs_RV = jnp.exp(scaled_RV - max_R[:, None])  # unnormalised, max entry 1
     if filtered:
         probs_RV = filter_top_k_top_p(probs_RV, top_k_R, top_p_R)
-    u_R = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(key_R)
-    token_R = inverse_cdf_sample(probs_RV, u_R)
-    token_R = jnp.where(greedy_R, jnp.argmax(logits_RV, axis=-1).astype(jnp.int32), token_R)
+    u_R = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(key_R)  # [0, 1)
+    token_R = inverse_cdf_sample(probs_RV, 1.0 - u_R)
+    token_R = jnp.where(greedy_R, first_argmax(logits_RV), token_R)
     picked_R = jnp.take_along_axis(logits_RV, token_R[:, None], axis=-1)[:, 0]
     logprob_R = picked_R - lse_R
     p_R = jnp.take_along_axis(probs_RV, token_R[:, None], axis=-1)[:, 0]

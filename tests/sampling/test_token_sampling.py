@@ -27,12 +27,22 @@ def test_inverse_cdf_matches_numpy_searchsorted():
     rng = np.random.default_rng(0)
     V = 300  # not a multiple of the 128-token block: exercises the padding
     w = rng.random((64, V)).astype(np.float32) * (rng.random((64, V)) > 0.3)
-    u = rng.random(64).astype(np.float32)
-    got = np.asarray(inverse_cdf_sample(jnp.asarray(w), jnp.asarray(u)))
+    v = 1.0 - rng.random(64).astype(np.float32)
+    got = np.asarray(inverse_cdf_sample(jnp.asarray(w), jnp.asarray(v)))
     cdf = np.cumsum(w.astype(np.float64), axis=-1)
-    want = [int(np.searchsorted(c, ui * c[-1], side="right")) for c, ui in zip(cdf, u)]
+    want = [
+        int(np.searchsorted(c, vi * c[-1], side="left")) for c, vi in zip(cdf, v)
+    ]  # cdf[i-1] < x <= cdf[i]
     assert got.tolist() == want
     assert (w[np.arange(64), got] > 0).all()  # never a zero-weight entry
+
+
+def test_inverse_cdf_edges_never_pick_a_zero_weight_entry():
+    # Zero blocks first and last, v at both ends of (0, 1]: the first / last positive entry.
+    w = np.zeros((2, 512), np.float32)
+    w[:, 200], w[:, 300] = 1.0, 2.0
+    got = np.asarray(inverse_cdf_sample(jnp.asarray(w), jnp.asarray([np.float32(2**-24), 1.0])))
+    assert got.tolist() == [200, 300]
 
 
 @pytest.mark.parametrize("k,p", [(1, 1.0), (5, 1.0), (0, 0.5), (0, 0.9), (20, 0.8), (1000, 0.3), (0, 1.0)])
