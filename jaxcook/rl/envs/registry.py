@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from jaxcook.distill.prompts import PromptDatasetBuilder
 from jaxcook.rl.envs.arithmetic import ArithmeticDatasetBuilder
 from jaxcook.rl.envs.calculator import CalculatorDatasetBuilder
 from jaxcook.rl.envs.dataset_builder import EnvDatasetBuilder
@@ -17,6 +18,7 @@ ENVS: dict[str, type[EnvDatasetBuilder]] = {
     "gsm8k": Gsm8kDatasetBuilder,
     "guess_number": GuessNumberDatasetBuilder,
     "calculator": CalculatorDatasetBuilder,
+    "prompts": PromptDatasetBuilder,  # prompt-only, reward 0 (on-policy distillation)
 }
 
 

@@ -1,0 +1,188 @@
+"""Off-policy distillation: fixed conversations, the teacher's top-K next-token distribution as soft targets.
+
+For every position n of a supervised datum (weight w_n, 0 on prompt tokens) the teacher gives its K
+most likely next tokens x[n,k] and their log-probs l[n,k]; renormalised over the K,
+
+    q[n,k] = exp(l[n,k] - logsumexp_k' l[n,k'])          (sums to 1 over the K)
+    target_tokens[n,k] = x[n,k],   weights[n,k] = w_n * q[n,k]   (0 wherever w_n = 0)
+
+and the student is trained with `cross_entropy` on the `[N, K]` targets, L = -sum_{n,k}
+weights[n,k] log p_student(x[n,k]): the forward KL to the teacher's top-K distribution up to a
+constant, per trained token. tinker-cookbook (`distillation/train_off_policy.py`) zeroes the weight
+where the original is 0; multiplying by w_n does that and also keeps jaxcook's per-example
+normalisation (`reduction="mean"` weights), so with 0/1 weights the two agree exactly.
+
+The teacher scores the datum's own tokens, so it must read the student's format: a teacher with
+another renderer or a system prompt is refused (use on-policy distillation for those).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jaxcook.data.dataset import SupervisedDataset
+from jaxcook.distill.teacher import Teacher, TeacherConfig
+from jaxcook.run_result import RunResult
+from jaxcook.types import Datum
+from jaxcook.workflows.common import ModelOptions
+from jaxcook.workflows.options import OptimConfig, RunOptions
+
+
+def topk_soft_targets(ids_NK, logp_NK, weights_N) -> tuple[np.ndarray, np.ndarray]:
+    """(target_tokens int32 `[N, K]`, weights f32 `[N, K]`): see the module docstring."""
+    ids_NK, logp_NK = np.asarray(ids_NK), np.asarray(logp_NK, np.float64)
+    weights_N = np.asarray(weights_N, np.float64)
+    if ids_NK.shape != logp_NK.shape or ids_NK.ndim != 2 or weights_N.shape != ids_NK.shape[:1]:
+        raise ValueError(
+            f"topk_soft_targets: ids {ids_NK.shape}, logprobs {logp_NK.shape}, weights {weights_N.shape}; "
+            "expected [N, K], [N, K], [N]"
+        )
+    top_N = logp_NK.max(axis=-1, keepdims=True)
+    lse_N = top_N + np.log(np.exp(logp_NK - top_N).sum(axis=-1, keepdims=True))
+    q_NK = np.exp(logp_NK - lse_N)
+    w_NK = np.where(weights_N[:, None] != 0, weights_N[:, None] * q_NK, 0.0)
+    return ids_NK.astype(np.int32), w_NK.astype(np.float32)
+
+
+def soft_target_data(teacher: Teacher, data: Sequence[Datum], k: int) -> list[Datum]:
+    """`data` with `target_tokens` / `weights` replaced by the teacher's renormalised top-K."""
+    out = []
+    for d, (ids_TK, lp_TK) in zip(data, teacher.topk(data, k)):
+        targets, weights = topk_soft_targets(ids_TK, lp_TK, d.loss_fn_inputs["weights"])
+        out.append(Datum(d.model_input, {"target_tokens": targets, "weights": weights}))
+    return out
+
+
+class TopKTargetsDataset(SupervisedDataset):
+    """A supervised dataset whose batches carry the teacher's top-K soft targets (computed per batch)."""
+
+    def __init__(self, inner: SupervisedDataset, teacher: Teacher, k: int):
+        self.inner, self.teacher, self.k = inner, teacher, k
+        self.batch_size = inner.batch_size
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def get_batch(self, i: int) -> list[Datum]:
+        return soft_target_data(self.teacher, self.inner.get_batch(i), self.k)
+
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OffPolicyConfig:
+    model: ModelOptions = ModelOptions()  # the student
+    teacher: TeacherConfig = TeacherConfig()
+    topk: int = 20
+    dataset: str = "reasoning_gym_math"  # registry name, .jsonl path or HF dataset name
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    train_on_what: str | None = None
+    max_length: int = 256
+    batch_size: int = 8
+    num_epochs: int = 1
+    max_steps: int | None = 60
+    optim: OptimConfig = OptimConfig(learning_rate=5e-4, lr_schedule="constant")
+    eval_every: int = 20  # steps; 0 = only at the end. Held-out NLL of the dataset's own answers
+    eval_batch_size: int = 16
+    seed: int = 0
+    run: RunOptions = RunOptions(log_dir="runs/distill-off-policy")
+
+
+def _supervised_config(cfg: OffPolicyConfig):
+    from jaxcook.workflows.supervised import SupervisedConfig
+
+    return SupervisedConfig(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        dataset_options=dict(cfg.dataset_options),
+        train_on_what=cfg.train_on_what,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+    )
+
+
+def train(cfg: OffPolicyConfig) -> RunResult:
+    """Off-policy top-K distillation; checkpoints, resume and evals as in the supervised workflow."""
+    from jaxcook.eval.nll import NLLEvaluator
+    from jaxcook.logging import ProgressBar
+    from jaxcook.workflows.common import make_setup
+    from jaxcook.workflows.supervised import build_sft_data
+    from jaxcook.workflows.training_run import TrainingRun
+
+    if cfg.topk < 1:
+        raise ValueError(f"OffPolicyConfig.topk must be >= 1, got {cfg.topk}")
+    batch = max(cfg.batch_size, cfg.eval_batch_size)
+    setup = make_setup(cfg.model, max_length=cfg.max_length, batch_size=batch, seed=cfg.seed)
+    teacher = Teacher.load(
+        cfg.teacher,
+        student_tokenizer=setup.tokenizer,
+        student_name=cfg.model.name,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+    )
+    client, run = setup.client, None
+    try:
+        if teacher.rerenders(setup.renderer_name):
+            raise ValueError(
+                f"off-policy distillation scores the student's tokens as they are, but teacher "
+                f"{teacher.name!r} reads another format (renderer {teacher.renderer_name!r} vs "
+                f"{setup.renderer_name!r}, or a system prompt); use on-policy distillation for it"
+            )
+        data = build_sft_data(_supervised_config(cfg), setup)
+        train_data = TopKTargetsDataset(data.train, teacher, cfg.topk)
+        n_batches = len(train_data)
+        total = n_batches * cfg.num_epochs
+        total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        nll = NLLEvaluator(data.test, setup.tokenizer, batch_size=cfg.eval_batch_size) if data.test else None
+        run = TrainingRun(cfg.run, cfg)
+        start, _ = run.resume(client)
+        loop = {"renderer_name": setup.renderer_name}
+        progress = ProgressBar(total, start_step=start, desc="distill-off-policy")
+        epoch_set = None
+        for step in range(start, total):
+            if nll is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                run.log(nll(client), step)
+            epoch, i = divmod(step, n_batches)
+            if epoch != epoch_set:
+                train_data.set_epoch(epoch)
+                epoch_set = epoch
+            t0 = time.perf_counter()
+            soft = train_data.get_batch(i)
+            t_teacher = time.perf_counter() - t0
+            fb = client.forward_backward(soft, "cross_entropy")
+            optim = client.optim_step(cfg.optim.adam_params(step, total))
+            out, optim_metrics = fb.result(), optim.result()
+            weights = sum(float(d.loss_fn_inputs["weights"].sum()) for d in soft)
+            metrics = {
+                "train/loss": out.metrics["loss:sum"],
+                "train/soft_ce": out.metrics["loss:sum"] / weights if weights else float("nan"),
+                "progress/epoch": epoch,
+                "progress/done_frac": (step + 1) / total,
+                "tokens/num_sequences": len(soft),
+                "tokens/num_tokens": sum(d.length for d in soft),
+                "time/teacher_s": t_teacher,
+                "time/step_s": time.perf_counter() - t0,
+                **optim_metrics,
+            }
+            run.log(metrics, step)
+            progress.update(step + 1, loss=metrics["train/soft_ce"], tokens=metrics["tokens/num_tokens"])
+            run.maybe_save(step + 1, client, {**loop, "epoch": epoch, "batch": i + 1})
+        progress.close()
+        if nll is not None:
+            run.log(nll(client), total)
+        final = run.finish(total, client, loop)
+    finally:
+        if run is not None:
+            run.close()
+        teacher.close()
+    return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))

@@ -1,0 +1,261 @@
+"""Prompt (context) distillation: the student learns to answer as its own model does with a long
+system prompt it never sees.
+
+    result = train(PromptDistillConfig())
+
+1. Teacher = the student's model (same weights) + `system_prompt`. It answers `n_train_prompts`
+   training questions and `n_eval_prompts` held-out ones (`log_dir/teacher_{train,test}.jsonl`,
+   reused when present); the saved conversations hold the question and answer only, no system prompt.
+2. The student is fine-tuned on the training answers with the supervised workflow (cross-entropy).
+3. Evaluation, before the first step and after the last (`eval_every` in between): on the held-out
+   questions without the system prompt,
+   - `test/nll`: the student's NLL of the teacher's held-out answers (nats per token);
+   - `test/teacher_kl`: reverse KL from the student's samples to the prompted teacher;
+   - `test/criterion/<name>`: the fraction of the student's samples meeting `criterion`; the
+     teacher's own rate on the same questions is logged at step 0 as
+     `data/teacher_test/criterion/<name>` (and on the training questions, `data/teacher_train/...`).
+
+The default system prompt asks for one calculation per line and a final `The answer is \\boxed{N}.`
+with four worked examples; SmolLM2-135M-Instruct follows it often with the prompt and almost never
+without, so the criterion `boxed` (the answer contains a `\\boxed{...}`) measures what was distilled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxcook.distill.evaluation import evaluate_teacher_kl, sample_prompts
+from jaxcook.distill.prompts import PromptSource, load_prompts
+from jaxcook.distill.teacher import Teacher, TeacherConfig
+from jaxcook.renderers import Message
+from jaxcook.run_result import RunResult
+from jaxcook.workflows.common import ModelOptions
+from jaxcook.workflows.options import OptimConfig, RunOptions
+
+DEFAULT_SYSTEM_PROMPT = """You are a careful math tutor. Solve each problem step by step: write one \
+short calculation per line, carrying the running result from line to line. After the last \
+calculation write an empty line and then exactly one final line of the form:
+The answer is \\boxed{N}.
+where N is the final number. Do not explain, do not restate the question, do not add anything after \
+the final line.
+
+Example 1
+Problem: State the final answer to the following arithmetic problem: 7 + 9 =
+Solution:
+7 + 9 = 16
+
+The answer is \\boxed{16}.
+
+Example 2
+Problem: State the final answer to the following arithmetic problem: 84 - 61 - 62 + 71 =
+Solution:
+84 - 61 = 23
+23 - 62 = -39
+-39 + 71 = 32
+
+The answer is \\boxed{32}.
+
+Example 3
+Problem: How many legs are there in total if you have 5 dogs, 2 chickens?
+Solution:
+dog: 5 * 4 = 20
+chicken: 2 * 2 = 4
+Total: 20 + 4 = 24
+
+The answer is \\boxed{24}.
+
+Example 4
+Problem: State the final answer to the following arithmetic problem: 305 + 18 - 40 =
+Solution:
+305 + 18 = 323
+323 - 40 = 283
+
+The answer is \\boxed{283}."""
+
+
+def has_boxed_answer(text: str) -> float:
+    from jaxcook.rl.envs.grading import extract_boxed
+
+    return float(extract_boxed(text) is not None)
+
+
+# criterion name -> text -> score in [0, 1] (averaged over the held-out samples)
+CRITERIA: dict[str, Callable[[str], float]] = {"boxed": has_boxed_answer}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptDistillConfig:
+    model: ModelOptions = ModelOptions()  # the student; the teacher is this model + system_prompt
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    dataset: str = "reasoning_gym_math"  # where the questions come from (jaxcook.distill.prompts)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    n_train_prompts: int = 128
+    n_eval_prompts: int = 32
+    max_tokens: int = 96  # per answer, teacher and student
+    temperature: float = 0.7  # of the teacher's answers (evaluation samples the student at 1)
+    keep_truncated: bool = False  # keep teacher answers that hit max_tokens
+    criterion: str = "boxed"  # see CRITERIA
+    max_length: int = 256
+    batch_size: int = 8
+    num_epochs: int = 1
+    max_steps: int | None = 32
+    optim: OptimConfig = OptimConfig(learning_rate=5e-4, lr_schedule="constant")
+    eval_every: int = 32  # steps; evaluations also run before the first step and after the last
+    seed: int = 0
+    run: RunOptions = RunOptions(log_dir="runs/prompt_distill", save_every=0)
+
+    def __post_init__(self):
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"unknown criterion {self.criterion!r}; valid: {sorted(CRITERIA)}")
+
+
+def teacher_answers(
+    teacher: Teacher, prompts: Sequence[list[Message]], cfg: PromptDistillConfig, *, seed: int
+) -> tuple[list[dict], dict[str, float]]:
+    """The prompted teacher's answers as `{"messages": [...question, answer]}` rows (no system
+    prompt), dropping truncated ones unless `keep_truncated`; and counts / the criterion rate."""
+    from jaxcook.sampling.client import LocalSamplingClient
+
+    sampler = LocalSamplingClient.from_training_client(teacher.client, seed=seed)
+    try:
+        seqs = sample_prompts(
+            sampler,
+            teacher.renderer,
+            [teacher.prompt_messages(p) for p in prompts],
+            max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature,
+            seed=seed,
+        )
+    finally:
+        sampler.close()
+    rows, scores, truncated = [], [], 0
+    for prompt, seq in zip(prompts, seqs):
+        message, _ = teacher.renderer.parse_response(list(seq.tokens))
+        text = message["content"] if isinstance(message.get("content"), str) else ""
+        scores.append(CRITERIA[cfg.criterion](text))
+        if seq.stop_reason == "length":
+            truncated += 1
+            if not cfg.keep_truncated:
+                continue
+        rows.append({"messages": [*prompt, {"role": "assistant", "content": text}]})
+    stats = {"answers": float(len(rows)), "truncated": float(truncated)}
+    stats[f"criterion/{cfg.criterion}"] = sum(scores) / max(len(scores), 1)
+    return rows, stats
+
+
+def _read_or_make(path: Path, make) -> list[dict]:
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+    return rows
+
+
+class PromptDistillEvaluator:
+    """`evaluator(client) -> metrics`: teacher KL and criterion of the student's held-out samples."""
+
+    def __init__(self, teacher: Teacher, setup, prompts: list[list[Message]], cfg: PromptDistillConfig):
+        self.teacher, self.setup, self.prompts, self.cfg = teacher, setup, prompts, cfg
+
+    def __call__(self, client) -> dict[str, float]:
+        from jaxcook.sampling.client import LocalSamplingClient
+
+        sampler = LocalSamplingClient.from_training_client(client, seed=self.cfg.seed)
+        try:
+            metrics, samples = evaluate_teacher_kl(
+                sampler,
+                self.setup.renderer,
+                [(self.teacher, self.prompts)],
+                max_tokens=self.cfg.max_tokens,
+                seed=self.cfg.seed,
+            )
+        finally:
+            sampler.close()
+        score = CRITERIA[self.cfg.criterion]
+        texts = [self.setup.renderer.parse_response(s.tokens)[0].get("content", "") for s in samples]
+        metrics[f"test/criterion/{self.cfg.criterion}"] = sum(
+            score(t if isinstance(t, str) else "") for t in texts
+        ) / max(len(texts), 1)
+        return metrics
+
+
+def train(cfg: PromptDistillConfig) -> RunResult:
+    """Generate the prompted teacher's answers, fine-tune the student on them, evaluate."""
+    import dataclasses
+
+    from jaxcook.config import config_to_dict
+    from jaxcook.data.builders import ConversationFileBuilder, SupervisedData
+    from jaxcook.data.datum import DatumConverter, DatumPolicy
+    from jaxcook.data.sources import read_conversations_jsonl
+    from jaxcook.logging.run_dir import check_log_dir
+    from jaxcook.workflows.supervised import SupervisedConfig
+    from jaxcook.workflows.supervised import train as sft_train
+
+    log_dir = Path(cfg.run.log_dir)
+    # The teacher's answers live in the log dir: apply its exists-policy before writing them.
+    check_log_dir(log_dir, cfg.run.if_log_dir_exists)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "prompt_distill_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    teacher = Teacher.load(
+        TeacherConfig(model=cfg.model, system_prompt=cfg.system_prompt),
+        max_length=cfg.max_length * 4,
+        batch_size=cfg.batch_size,
+    )
+    try:
+        source = PromptSource(dataset=cfg.dataset, dataset_options=dict(cfg.dataset_options))
+        train_prompts, test_prompts = load_prompts(source, seed=cfg.seed)
+        if len(train_prompts) < cfg.n_train_prompts or len(test_prompts) < cfg.n_eval_prompts:
+            raise ValueError(
+                f"{cfg.dataset!r} has {len(train_prompts)} train / {len(test_prompts)} held-out prompts; "
+                f"asked for {cfg.n_train_prompts} / {cfg.n_eval_prompts} (raise n_per_task or test_size "
+                "in dataset_options)"
+            )
+        train_prompts, test_prompts = train_prompts[: cfg.n_train_prompts], test_prompts[: cfg.n_eval_prompts]
+        stats: dict[str, float] = {}
+
+        def make(prompts, seed, split):
+            def run():
+                rows, counts = teacher_answers(teacher, prompts, cfg, seed=seed)
+                stats.update({f"data/teacher_{split}/{k}": v for k, v in counts.items()})
+                return rows
+
+            return run
+
+        train_file = log_dir / "teacher_train.jsonl"
+        test_file = log_dir / "teacher_test.jsonl"
+        _read_or_make(train_file, make(train_prompts, cfg.seed, "train"))
+        _read_or_make(test_file, make(test_prompts, cfg.seed + 1, "test"))
+
+        def build_data(sft_cfg, setup) -> SupervisedData:
+            data = ConversationFileBuilder(path=str(train_file), seed=cfg.seed).build(
+                setup.renderer, batch_size=cfg.batch_size, max_length=cfg.max_length
+            )
+            policy = DatumPolicy(max_length=cfg.max_length)
+            test = DatumConverter(setup.renderer, policy).convert_all(
+                read_conversations_jsonl(test_file).records
+            )
+            return SupervisedData(data.train, test or None, {**data.stats, **stats})
+
+        sft = SupervisedConfig(
+            model=cfg.model,
+            dataset=str(train_file),
+            max_length=cfg.max_length,
+            batch_size=cfg.batch_size,
+            num_epochs=cfg.num_epochs,
+            max_steps=cfg.max_steps,
+            optim=cfg.optim,
+            eval_every=cfg.eval_every,
+            seed=cfg.seed,
+            run=dataclasses.replace(cfg.run, if_log_dir_exists="resume"),
+        )
+        evaluator = lambda setup, data: PromptDistillEvaluator(teacher, setup, test_prompts, cfg)  # noqa: E731
+        return sft_train(sft, build_data=build_data, extra_evaluators=(evaluator,))
+    finally:
+        teacher.close()
