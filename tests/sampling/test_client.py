@@ -185,3 +185,14 @@ def test_snapshot_is_frozen_adapters_off_is_the_base_and_logprobs_are_on_policy(
     a, b = (c.sample(PROMPT, 1, greedy).result().sequences[0] for c in (base, untrained))
     assert a.tokens == b.tokens
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+
+
+def test_full_fine_tuning_snapshot_samples_like_the_model():
+    tc = LocalTrainingClient(tiny_model(seed=7), lora=None)
+    greedy = SamplingParams(max_tokens=12, temperature=0.0, stop=[])
+    a = LocalSamplingClient.from_training_client(tc, buckets=BUCKETS).sample(PROMPT, 1, greedy).result()
+    b = make_client(tiny_model(seed=7)).sample(PROMPT, 1, greedy).result()
+    assert a.sequences[0].tokens == b.sequences[0].tokens
+    np.testing.assert_allclose(a.sequences[0].logprobs, b.sequences[0].logprobs, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a LoRA training client"):
+        LocalSamplingClient.from_training_client(tc, adapters=False)
