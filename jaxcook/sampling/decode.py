@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +105,19 @@ def forward(
     return shell, shell.norm(x_BTD), tuple(new_kv)
 
 
+class _Rows(NamedTuple):
+    """What the loop carries per row besides the cache."""
+
+    tokens_RN: jax.Array
+    logprobs_RN: jax.Array
+    sampling_logprobs_RN: jax.Array
+    length_R: jax.Array
+    done_R: jax.Array
+    stopped_R: jax.Array
+    recent_RQ: jax.Array  # the last Q generated tokens (BEFORE-filled), for stop sequences
+    last_R: jax.Array  # the newest token, fed back next step
+
+
 def _step_keys(seed_R, sample_index_R, n):
     return jax.vmap(lambda s, j: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), j), n))(
         seed_R, sample_index_R
@@ -144,11 +158,11 @@ def decode(
     if spec.prompt_logprobs:
         lp_PT1 = chunked_target_logprobs(shell.unembed, h_PTD[:, :-1], inputs.prompt_PT[:, 1:])
         prompt_lp = jnp.pad(lp_PT1, ((0, 0), (1, 0)))
-    rows = inputs.row_prompt_R
-    kv = jax.tree.map(lambda c: c[rows], kv_P)
-    seg_k_RS = seg_k_PS[rows]
-    len_R = inputs.prompt_len_P[rows]
-    logits_RV = shell.unembed(h_PTD[:, -1])[rows]
+    prompt_R = inputs.row_prompt_R
+    kv = jax.tree.map(lambda c: c[prompt_R], kv_P)
+    seg_k_RS = seg_k_PS[prompt_R]
+    len_R = inputs.prompt_len_P[prompt_R]
+    logits_RV = shell.unembed(h_PTD[:, -1])[prompt_R]
 
     def draw(logits_RV, n):
         keys = _step_keys(inputs.seed_R, inputs.sample_index_R, n)
@@ -156,20 +170,24 @@ def decode(
             logits_RV, keys, inputs.temperature_R, inputs.top_k_R, inputs.top_p_R, filtered=spec.filtered
         )
 
-    def record(state, n, token_R, lp_R, slp_R):
+    def record(rows: _Rows, n, token_R, lp_R, slp_R) -> _Rows:
         """Write token n of the rows still running; update done / stopped / lengths."""
-        tokens, lps, slps, length_R, done_R, stopped_R, recent_RQ, _ = state
-        live_R = ~done_R
-        tokens = tokens.at[:, n].set(jnp.where(live_R, token_R, 0))
-        lps = lps.at[:, n].set(jnp.where(live_R, lp_R, 0.0))
-        slps = slps.at[:, n].set(jnp.where(live_R, slp_R, 0.0))
-        recent_RQ = jnp.concatenate([recent_RQ[:, 1:], token_R[:, None]], axis=1)
+        live_R = ~rows.done_R
+        recent_RQ = jnp.concatenate([rows.recent_RQ[:, 1:], token_R[:, None]], axis=1)
         hit_R = live_R & _hits_stop(token_R, recent_RQ, inputs)
-        length_R = length_R + live_R
-        done_R = done_R | hit_R | (length_R >= inputs.max_tokens_R)
-        return tokens, lps, slps, length_R, done_R, stopped_R | hit_R, recent_RQ, token_R
+        length_R = rows.length_R + live_R
+        return _Rows(
+            rows.tokens_RN.at[:, n].set(jnp.where(live_R, token_R, 0)),
+            rows.logprobs_RN.at[:, n].set(jnp.where(live_R, lp_R, 0.0)),
+            rows.sampling_logprobs_RN.at[:, n].set(jnp.where(live_R, slp_R, 0.0)),
+            length_R,
+            rows.done_R | hit_R | (length_R >= inputs.max_tokens_R),
+            rows.stopped_R | hit_R,
+            recent_RQ,
+            token_R,
+        )
 
-    state = (
+    rows = _Rows(
         jnp.zeros((R, N), jnp.int32),
         jnp.zeros((R, N), jnp.float32),
         jnp.zeros((R, N), jnp.float32),
@@ -179,22 +197,22 @@ def decode(
         jnp.full((R, Q), BEFORE, jnp.int32),
         jnp.zeros((R,), jnp.int32),
     )
-    state = record(state, 0, *draw(logits_RV, 0))
+    rows = record(rows, 0, *draw(logits_RV, 0))
 
     def cond(carry):
-        n, _, state = carry
-        return (n < N) & ~state[4].all()
+        n, _, rows = carry
+        return (n < N) & ~rows.done_R.all()
 
     def body(carry):
-        n, kv, state = carry
-        last_R = state[7]
+        n, kv, rows = carry
         ones_R1 = jnp.ones((R, 1), jnp.int32)
         _, h_R1D, kv = forward(
-            graph, weights, last_R[:, None], (len_R + n - 1)[:, None], ones_R1, kv, seg_k_RS, T + n - 1
+            graph, weights, rows.last_R[:, None], (len_R + n - 1)[:, None], ones_R1, kv, seg_k_RS, T + n - 1
         )
         logits_RV = graph.shell(weights).unembed(h_R1D[:, 0])
-        return n + 1, kv, record(state, n, *draw(logits_RV, n))
+        return n + 1, kv, record(rows, n, *draw(logits_RV, n))
 
-    _, _, state = jax.lax.while_loop(cond, body, (jnp.int32(1), kv, state))
-    tokens, lps, slps, length_R, _, stopped_R, _, _ = state
-    return DecodeOutputs(tokens, lps, slps, length_R, stopped_R, prompt_lp)
+    _, _, rows = jax.lax.while_loop(cond, body, (jnp.int32(1), kv, rows))
+    return DecodeOutputs(
+        rows.tokens_RN, rows.logprobs_RN, rows.sampling_logprobs_RN, rows.length_R, rows.stopped_R, prompt_lp
+    )
