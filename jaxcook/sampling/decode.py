@@ -141,7 +141,7 @@ def decode(
     cfg = graph.config
     P, T = inputs.prompt_PT.shape
     R, N = inputs.row_prompt_R.shape[0], spec.max_new
-    S, Q = T + N, inputs.stop_seqs_RMQ.shape[2]
+    Q = inputs.stop_seqs_RMQ.shape[2]
 
     # Prefill the P prompts (left-padded), then give every sample row its prompt's cache.
     slot_T = jnp.arange(T)
@@ -149,17 +149,18 @@ def decode(
     real_PT = slot_T[None, :] >= offset_P[:, None]
     seg_PT = real_PT.astype(jnp.int32)
     positions_PT = jnp.where(real_PT, slot_T[None, :] - offset_P[:, None], 0)
-    seg_k_PS = jnp.concatenate([seg_PT, jnp.ones((P, N), jnp.int32)], axis=1)
     dtype = graph.shell(weights).param_dtype
-    empty = jnp.zeros((P, S, cfg.num_kv_heads, cfg.head_dim), dtype)
+    empty = jnp.zeros((P, T, cfg.num_kv_heads, cfg.head_dim), dtype)
     kv_P = tuple((empty, empty) for _ in range(cfg.num_layers))
-    shell, h_PTD, kv_P = forward(graph, weights, inputs.prompt_PT, positions_PT, seg_PT, kv_P, seg_k_PS, 0)
+    # Prefill attends over the T prompt slots only; the N generation slots are added after.
+    shell, h_PTD, kv_P = forward(graph, weights, inputs.prompt_PT, positions_PT, seg_PT, kv_P, seg_PT, 0)
+    seg_k_PS = jnp.concatenate([seg_PT, jnp.ones((P, N), jnp.int32)], axis=1)
     prompt_lp = None
     if spec.prompt_logprobs:
         lp_PT1 = chunked_target_logprobs(shell.unembed, h_PTD[:, :-1], inputs.prompt_PT[:, 1:])
         prompt_lp = jnp.pad(lp_PT1, ((0, 0), (1, 0)))
     prompt_R = inputs.row_prompt_R
-    kv = jax.tree.map(lambda c: c[prompt_R], kv_P)
+    kv = jax.tree.map(lambda c: jnp.pad(c, ((0, 0), (0, N), (0, 0), (0, 0)))[prompt_R], kv_P)  # [R, S, K, D]
     seg_k_RS = seg_k_PS[prompt_R]
     len_R = inputs.prompt_len_P[prompt_R]
     logits_RV = shell.unembed(h_PTD[:, -1])[prompt_R]
