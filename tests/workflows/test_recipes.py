@@ -43,3 +43,9 @@ def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(tmp_path):
         TrainingError, match=r"non-finite train/loss at step \d+.*Last good checkpoint: .*checkpoints/\d"
     ):
         run_tiny("sft", tmp_path, **overrides)
+
+
+def test_rl_multiturn_tiny_runs(tmp_path):
+    result = run_tiny("rl_multiturn", tmp_path)
+    assert any("env/all/turns_per_episode" in r for r in result.metrics)
+    assert "test/env/all/reward/total" in result.metrics[-1]

@@ -1,0 +1,44 @@
+"""Multi-turn RL (LoRA): SmolLM2-135M-Instruct plays guess-the-number with higher/lower feedback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jaxcook.lora import LoraConfig
+from jaxcook.run_result import RunResult
+from jaxcook.workflows.common import ModelOptions
+from jaxcook.workflows.options import OptimConfig, RunOptions
+from jaxcook.workflows.rl import RLConfig, train
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(RLConfig):
+    env: str = "guess_number"
+    env_options: dict[str, Any] = field(
+        default_factory=lambda: {"lo": 1, "hi": 10, "max_guesses": 4, "n_test_problems": 32}
+    )
+    groups_per_batch: int = 8
+    group_size: int = 4
+    max_tokens: int = 12  # per turn
+    optim: OptimConfig = OptimConfig(learning_rate=1e-4, lr_schedule="constant")
+    run: RunOptions = RunOptions(log_dir="runs/rl_multiturn", save_every=10)
+
+
+def tiny() -> Config:
+    """A 2-layer random model, 3 iterations of 2 games x 2 samples: seconds on a CPU."""
+    return Config(
+        model=ModelOptions(name="tiny-random-smollm2", lora=LoraConfig(rank=4)),
+        env_options={"lo": 1, "hi": 5, "max_guesses": 2, "n_test_problems": 2},
+        groups_per_batch=2,
+        group_size=2,
+        max_tokens=6,
+        max_steps=3,
+        eval_every=2,
+        optim=OptimConfig(learning_rate=1e-3, lr_schedule="constant"),
+        run=RunOptions(log_dir="runs/rl_multiturn-tiny", save_every=2),
+    )
+
+
+def main(cfg: Config) -> RunResult:
+    return train(cfg)
