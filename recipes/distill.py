@@ -11,11 +11,13 @@ is logged before the first and after the last step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 from jaxcook.distill.on_policy import DistillDatasetConfig, OnPolicyConfig, train
 from jaxcook.distill.teacher import TeacherConfig
+from jaxcook.engine.checkpoint import Checkpointer
 from jaxcook.lora import LoraConfig
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
@@ -31,7 +33,7 @@ class Config(OnPolicyConfig):
 
 
 def tiny() -> Config:
-    """2-layer random student and teacher (a 4-step SFT of it), 3 iterations: seconds on a CPU."""
+    """2-layer random student and teacher (a 3-step SFT of it), 3 iterations: seconds on a CPU."""
     model = ModelOptions(name="tiny-random-smollm2", lora=LoraConfig(rank=4))
     return Config(
         model=model,
@@ -46,29 +48,41 @@ def tiny() -> Config:
         max_tokens=8,
         max_steps=3,
         n_eval_prompts=4,
-        teacher_sft_steps=4,
+        teacher_sft_steps=3,
         teacher_sft_learning_rate=1e-2,
         optim=OptimConfig(learning_rate=1e-3, lr_schedule="constant"),
         run=RunOptions(log_dir="runs/distill-tiny", save_every=2),
     )
 
 
+def finished_teacher(log_dir: Path, steps: int) -> str | None:
+    """The final checkpoint of a finished `steps`-step teacher run in `log_dir`, else None (an
+    unfinished one is resumed by rerunning it)."""
+    ckpts = Checkpointer(log_dir / "checkpoints")
+    try:
+        latest = ckpts.steps()[-1] if ckpts.steps() else None
+        path = ckpts.path(latest) if latest is not None else None
+    finally:
+        ckpts.close()
+    if path is None:
+        return None
+    try:  # the checkpoint's JSON meta (written by TrainingRun.save)
+        meta = json.loads((path / "meta" / "metadata").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(path) if meta.get("final") and meta.get("config", {}).get("max_steps") == steps else None
+
+
 def make_teacher(cfg: Config) -> str:
     """Train (or reuse) the SFT teacher of the first dataset; returns its final checkpoint."""
     import jaxcook
-    from jaxcook.engine.checkpoint import Checkpointer
     from jaxcook.workflows.supervised import SupervisedConfig
 
     first = cfg.datasets[0]
     log_dir = Path(cfg.run.log_dir) / "teacher_sft"
-    ckpts = Checkpointer(log_dir / "checkpoints")
-    try:
-        if cfg.teacher_sft_steps in ckpts.steps():
-            path = str(ckpts.path(cfg.teacher_sft_steps))
-            log.info("reusing the SFT teacher %s", path)
-            return path
-    finally:
-        ckpts.close()
+    if (done := finished_teacher(log_dir, cfg.teacher_sft_steps)) is not None:
+        log.info("reusing the SFT teacher %s", done)
+        return done
     sft = SupervisedConfig(
         model=first.teacher.model,
         dataset=first.dataset,

@@ -115,12 +115,19 @@ def train(cfg: OffPolicyConfig) -> RunResult:
     """Off-policy top-K distillation; checkpoints, resume and evals as in the supervised workflow."""
     from jaxcook.eval.nll import NLLEvaluator
     from jaxcook.logging import ProgressBar
-    from jaxcook.workflows.common import make_setup
+    from jaxcook.workflows.common import make_setup, renderer_name_for
     from jaxcook.workflows.supervised import build_sft_data
     from jaxcook.workflows.training_run import TrainingRun
 
     if cfg.topk < 1:
         raise ValueError(f"OffPolicyConfig.topk must be >= 1, got {cfg.topk}")
+    student_format, teacher_format = renderer_name_for(cfg.model), renderer_name_for(cfg.teacher.model)
+    if cfg.teacher.system_prompt is not None or teacher_format != student_format:
+        raise ValueError(
+            f"off-policy distillation scores the student's tokens as they are, but the teacher reads "
+            f"another format (renderer {teacher_format!r} vs the student's {student_format!r}, or a "
+            "system prompt): use on-policy distillation for it"
+        )
     batch = max(cfg.batch_size, cfg.eval_batch_size)
     setup = make_setup(cfg.model, max_length=cfg.max_length, batch_size=batch, seed=cfg.seed)
     teacher = Teacher.load(
@@ -132,12 +139,6 @@ def train(cfg: OffPolicyConfig) -> RunResult:
     )
     client, run = setup.client, None
     try:
-        if teacher.rerenders(setup.renderer_name):
-            raise ValueError(
-                f"off-policy distillation scores the student's tokens as they are, but teacher "
-                f"{teacher.name!r} reads another format (renderer {teacher.renderer_name!r} vs "
-                f"{setup.renderer_name!r}, or a system prompt); use on-policy distillation for it"
-            )
         data = build_sft_data(_supervised_config(cfg), setup)
         train_data = TopKTargetsDataset(data.train, teacher, cfg.topk)
         n_batches = len(train_data)

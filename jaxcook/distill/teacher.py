@@ -96,14 +96,18 @@ class Teacher:
         max_length: int = 8192,
         batch_size: int = 16,
     ) -> Teacher:
-        """Load the teacher; with `student_tokenizer`, refuse one whose tokenizer differs."""
-        setup = make_setup(config.model, max_length=max_length, batch_size=batch_size)
-        teacher = cls(setup, config)
+        """Load the teacher; with `student_tokenizer`, refuse one whose tokenizer differs (checked
+        before the weights are loaded)."""
+        from jaxcook.models import load_tokenizer
+
         if student_tokenizer is not None:
             check_same_tokenizer(
-                student_tokenizer, setup.tokenizer, student=student_name, teacher=teacher.name
+                student_tokenizer,
+                load_tokenizer(config.model.name),
+                student=student_name,
+                teacher=config.model.load_checkpoint or config.model.name,
             )
-        return teacher
+        return cls(make_setup(config.model, max_length=max_length, batch_size=batch_size), config)
 
     def rerenders(self, student_renderer_name: str) -> bool:
         """Whether the student's prompt tokens are not the teacher's (another format or a system prompt)."""
