@@ -26,10 +26,23 @@ from jaxcook.workflows.options import OptimConfig, RunOptions
 log = logging.getLogger(__name__)
 
 
+# Two-to-four-term sums: prompts of <= 72 tokens and answers of <= 56, so a whole sequence fits
+# the 128-token bucket and a step stays short on a CPU.
+CHAIN_SUM = {"tasks": ("chain_sum",), "test_size": 64}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config(OnPolicyConfig):
-    teacher_sft_steps: int = 60  # SFT steps of the teacher made when none is given; 0 = never make one
-    teacher_sft_learning_rate: float = 5e-4
+    datasets: tuple[DistillDatasetConfig, ...] = (
+        DistillDatasetConfig(dataset_options=dict(CHAIN_SUM), groups_per_batch=8),
+    )
+    group_size: int = 2
+    max_tokens: int = 56
+    max_steps: int | None = 20
+    optim: OptimConfig = OptimConfig(learning_rate=1e-3, lr_schedule="constant")
+    teacher_checkpoint: str | None = None  # shorthand for datasets[0].teacher.model.load_checkpoint
+    teacher_sft_steps: int = 30  # SFT steps of the teacher made when none is given; 0 = never make one
+    teacher_sft_learning_rate: float = 1e-3
 
 
 def tiny() -> Config:
@@ -100,6 +113,13 @@ def main(cfg: Config) -> RunResult:
     from jaxcook.logging.run_dir import check_log_dir
 
     teacher = cfg.datasets[0].teacher
+    if cfg.teacher_checkpoint is not None:
+        teacher = dataclasses.replace(
+            teacher, model=dataclasses.replace(teacher.model, load_checkpoint=cfg.teacher_checkpoint)
+        )
+        cfg = dataclasses.replace(
+            cfg, datasets=(dataclasses.replace(cfg.datasets[0], teacher=teacher), *cfg.datasets[1:])
+        )
     if cfg.teacher_sft_steps and teacher.model.load_checkpoint is None and teacher.system_prompt is None:
         # The teacher lives in the log dir: apply its exists-policy now, before the teacher is made.
         check_log_dir(cfg.run.log_dir, cfg.run.if_log_dir_exists)

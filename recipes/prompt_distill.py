@@ -1,10 +1,12 @@
 """Prompt distillation: SmolLM2-135M-Instruct learns to answer as it does with a long system prompt.
 
-The teacher is the student's own model with a system prompt (instructions and worked examples)
-that the student never sees; the student is fine-tuned on the teacher's answers to offline
-reasoning-gym questions. Before and after: `test/criterion/boxed` (how often the student's
-held-out answers end in a `\\boxed{}` answer as the prompt asks), `test/teacher_kl` and `test/nll`
-(of the teacher's held-out answers), see `jaxcook.distill.prompt_distill`.
+The teacher is the student's own model with a ~400-token system prompt (a pirate tutor who opens
+every answer with "Ahoy!" and ends it with a boxed answer, with worked examples) that the student
+never sees; the student is fine-tuned on the teacher's answers to offline reasoning-gym sums.
+Logged before, halfway and after, on held-out questions without the prompt:
+`test/criterion/ahoy` and `test/criterion/boxed` (rates of the student's answers; the teacher's
+own rates are `data/teacher_test/criterion/*`), `test/nll` (of the teacher's held-out answers) and
+`test/teacher_kl`. See `jaxcook.distill.prompt_distill`.
 """
 
 from __future__ import annotations

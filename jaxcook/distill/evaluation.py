@@ -39,14 +39,24 @@ class ScoredSample:
 def sample_prompts(
     sampler, renderer, prompts: Sequence[Sequence[Message]], *, max_tokens: int, temperature: float, seed: int
 ):
-    """One completion (a `SampledSequence`) per prompt, rendered with the student's `renderer`."""
+    """One completion (a `SampledSequence`) per prompt, rendered with `renderer`; prompt i is
+    sampled with seed `prompt_seed(seed, i)`."""
     if not prompts:
         return []
     inputs = [renderer.build_generation_prompt(list(p)) for p in prompts]
-    params = SamplingParams(
-        max_tokens=max_tokens, temperature=temperature, stop=renderer.get_stop_sequences(), seed=seed
-    )
+    stop = renderer.get_stop_sequences()
+    # One seed per prompt: requests that share a seed share their random numbers, which would
+    # correlate the samples of similar prompts.
+    params = [
+        SamplingParams(max_tokens=max_tokens, temperature=temperature, stop=stop, seed=prompt_seed(seed, i))
+        for i in range(len(inputs))
+    ]
     return [r.sequences[0] for r in sampler.sample_many(inputs, 1, params).result()]
+
+
+def prompt_seed(seed: int, index: int) -> int:
+    """The sampling seed of prompt `index` of a run seeded `seed` (independent streams)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def evaluate_teacher_kl(

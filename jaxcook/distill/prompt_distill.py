@@ -3,21 +3,23 @@ system prompt it never sees.
 
     result = train(PromptDistillConfig())
 
-1. Teacher = the student's model (same weights) + `system_prompt`. It answers `n_train_prompts`
-   training questions and `n_eval_prompts` held-out ones (`log_dir/teacher_{train,test}.jsonl`,
-   reused when present); the saved conversations hold the question and answer only, no system prompt.
+1. Teacher = the student's model (same weights) + `system_prompt`. At `temperature` it answers
+   `n_train_prompts` training questions and `n_eval_prompts` held-out ones
+   (`log_dir/teacher_{train,test}.jsonl`, reused when present); the saved conversations hold the
+   question and the answer only, no system prompt.
 2. The student is fine-tuned on the training answers with the supervised workflow (cross-entropy).
-3. Evaluation, before the first step and after the last (`eval_every` in between): on the held-out
-   questions without the system prompt,
+3. Evaluation every `eval_every` steps from step 0 and after the last step, on the held-out
+   questions without the system prompt:
    - `test/nll`: the student's NLL of the teacher's held-out answers (nats per token);
-   - `test/teacher_kl`: reverse KL from the student's samples to the prompted teacher;
-   - `test/criterion/<name>`: the fraction of the student's samples meeting `criterion`; the
-     teacher's own rate on the same questions is logged at step 0 as
-     `data/teacher_test/criterion/<name>` (and on the training questions, `data/teacher_train/...`).
+   - `test/teacher_kl`: reverse KL from the student's samples (temperature 1) to the prompted teacher;
+   - `test/criterion/<name>`: the fraction of the student's answers (sampled at `temperature`, as
+     the teacher's were) meeting each of `criteria`. The teacher's own rate on the same questions
+     is logged at step 0 as `data/teacher_test/criterion/<name>`.
 
-The default system prompt asks for one calculation per line and a final `The answer is \\boxed{N}.`
-with four worked examples; SmolLM2-135M-Instruct follows it often with the prompt and almost never
-without, so the criterion `boxed` (the answer contains a `\\boxed{...}`) measures what was distilled.
+The default system prompt (401 SmolLM2 tokens) makes the model a pirate tutor who opens every answer with
+"Ahoy!" and ends it with `The answer is \\boxed{N}.`, with four worked examples. Without it
+SmolLM2-135M-Instruct never opens with "Ahoy"; with it, it often does: criterion `ahoy` measures
+what the student took in from a prompt it never saw, `boxed` the answer format.
 """
 
 from __future__ import annotations
@@ -36,24 +38,27 @@ from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
 from jaxcook.workflows.options import OptimConfig, RunOptions
 
-DEFAULT_SYSTEM_PROMPT = """You are a careful math tutor. Solve each problem step by step: write one \
-short calculation per line, carrying the running result from line to line. After the last \
-calculation write an empty line and then exactly one final line of the form:
+DEFAULT_SYSTEM_PROMPT = """You are Captain Ahoy, a cheerful pirate math tutor. Begin every answer \
+with the word 'Ahoy!'
+
+Solve each problem step by step: write one short calculation per line, carrying the running \
+result from line to line. After the last calculation write an empty line and then exactly one \
+final line of the form:
 The answer is \\boxed{N}.
-where N is the final number. Do not explain, do not restate the question, do not add anything after \
-the final line.
+where N is the final number. Do not explain, do not restate the question, do not add anything \
+after the final line.
 
 Example 1
 Problem: State the final answer to the following arithmetic problem: 7 + 9 =
 Solution:
-7 + 9 = 16
+Ahoy! 7 + 9 = 16
 
 The answer is \\boxed{16}.
 
 Example 2
 Problem: State the final answer to the following arithmetic problem: 84 - 61 - 62 + 71 =
 Solution:
-84 - 61 = 23
+Ahoy! 84 - 61 = 23
 23 - 62 = -39
 -39 + 71 = 32
 
@@ -62,7 +67,7 @@ The answer is \\boxed{32}.
 Example 3
 Problem: How many legs are there in total if you have 5 dogs, 2 chickens?
 Solution:
-dog: 5 * 4 = 20
+Ahoy! dog: 5 * 4 = 20
 chicken: 2 * 2 = 4
 Total: 20 + 4 = 24
 
@@ -71,10 +76,14 @@ The answer is \\boxed{24}.
 Example 4
 Problem: State the final answer to the following arithmetic problem: 305 + 18 - 40 =
 Solution:
-305 + 18 = 323
+Ahoy! 305 + 18 = 323
 323 - 40 = 283
 
 The answer is \\boxed{283}."""
+
+
+def opens_with_ahoy(text: str) -> float:
+    return float(text.lstrip().lower().startswith("ahoy"))
 
 
 def has_boxed_answer(text: str) -> float:
@@ -83,8 +92,12 @@ def has_boxed_answer(text: str) -> float:
     return float(extract_boxed(text) is not None)
 
 
-# criterion name -> text -> score in [0, 1] (averaged over the held-out samples)
-CRITERIA: dict[str, Callable[[str], float]] = {"boxed": has_boxed_answer}
+# criterion name -> (answer text -> score in [0, 1]); rates are means over held-out answers
+CRITERIA: dict[str, Callable[[str], float]] = {"ahoy": opens_with_ahoy, "boxed": has_boxed_answer}
+
+
+def criteria_rates(texts: Sequence[str], names: Sequence[str], prefix: str) -> dict[str, float]:
+    return {f"{prefix}/{n}": sum(CRITERIA[n](t) for t in texts) / max(len(texts), 1) for n in names}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,32 +105,35 @@ class PromptDistillConfig:
     model: ModelOptions = ModelOptions()  # the student; the teacher is this model + system_prompt
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     dataset: str = "reasoning_gym_math"  # where the questions come from (jaxcook.distill.prompts)
-    dataset_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(
+        default_factory=lambda: {"tasks": ("chain_sum",), "test_size": 64}
+    )
     n_train_prompts: int = 128
     n_eval_prompts: int = 32
     max_tokens: int = 96  # per answer, teacher and student
-    temperature: float = 0.7  # of the teacher's answers (evaluation samples the student at 1)
+    temperature: float = 0.7  # of the teacher's answers, and of the student's for the criteria
     keep_truncated: bool = False  # keep teacher answers that hit max_tokens
-    criterion: str = "boxed"  # see CRITERIA
+    criteria: tuple[str, ...] = ("ahoy", "boxed")  # see CRITERIA
     max_length: int = 256
     batch_size: int = 8
-    num_epochs: int = 1
-    max_steps: int | None = 32
+    num_epochs: int = 2
+    max_steps: int | None = None  # None = every batch of every epoch
     optim: OptimConfig = OptimConfig(learning_rate=5e-4, lr_schedule="constant")
-    eval_every: int = 32  # steps; evaluations also run before the first step and after the last
+    eval_every: int = 16  # steps (and after the last); 0 = only after the last
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/prompt_distill", save_every=0)
 
     def __post_init__(self):
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {self.criterion!r}; valid: {sorted(CRITERIA)}")
+        unknown = [c for c in self.criteria if c not in CRITERIA]
+        if unknown:
+            raise ValueError(f"unknown criteria {unknown}; valid: {sorted(CRITERIA)}")
 
 
 def teacher_answers(
     teacher: Teacher, prompts: Sequence[list[Message]], cfg: PromptDistillConfig, *, seed: int
 ) -> tuple[list[dict], dict[str, float]]:
     """The prompted teacher's answers as `{"messages": [...question, answer]}` rows (no system
-    prompt), dropping truncated ones unless `keep_truncated`; and counts / the criterion rate."""
+    prompt), dropping truncated ones unless `keep_truncated`; and counts and criteria rates."""
     from jaxcook.sampling.client import LocalSamplingClient
 
     sampler = LocalSamplingClient.from_training_client(teacher.client, seed=seed)
@@ -132,19 +148,25 @@ def teacher_answers(
         )
     finally:
         sampler.close()
-    rows, scores, truncated = [], [], 0
+    rows, texts, truncated = [], [], 0
     for prompt, seq in zip(prompts, seqs):
-        message, _ = teacher.renderer.parse_response(list(seq.tokens))
-        text = message["content"] if isinstance(message.get("content"), str) else ""
-        scores.append(CRITERIA[cfg.criterion](text))
+        text = answer_text(teacher.renderer, seq.tokens)
+        texts.append(text)
         if seq.stop_reason == "length":
             truncated += 1
             if not cfg.keep_truncated:
                 continue
         rows.append({"messages": [*prompt, {"role": "assistant", "content": text}]})
     stats = {"answers": float(len(rows)), "truncated": float(truncated)}
-    stats[f"criterion/{cfg.criterion}"] = sum(scores) / max(len(scores), 1)
-    return rows, stats
+    return rows, {**stats, **criteria_rates(texts, cfg.criteria, "criterion")}
+
+
+def answer_text(renderer, tokens: Sequence[int]) -> str:
+    """The text of a sampled assistant message (its parts joined when it has several)."""
+    from jaxcook.renderers import get_text_content
+
+    message, _ = renderer.parse_response(list(tokens))
+    return get_text_content(message)
 
 
 def _read_or_make(path: Path, make) -> list[dict]:
@@ -159,7 +181,8 @@ def _read_or_make(path: Path, make) -> list[dict]:
 
 
 class PromptDistillEvaluator:
-    """`evaluator(client) -> metrics`: teacher KL and criterion of the student's held-out samples."""
+    """`evaluator(client) -> metrics`: teacher KL (samples at temperature 1) and criteria rates
+    (samples at the teacher's temperature) of the student's answers to the held-out questions."""
 
     def __init__(self, teacher: Teacher, setup, prompts: list[list[Message]], cfg: PromptDistillConfig):
         self.teacher, self.setup, self.prompts, self.cfg = teacher, setup, prompts, cfg
@@ -167,23 +190,27 @@ class PromptDistillEvaluator:
     def __call__(self, client) -> dict[str, float]:
         from jaxcook.sampling.client import LocalSamplingClient
 
-        sampler = LocalSamplingClient.from_training_client(client, seed=self.cfg.seed)
+        cfg, renderer = self.cfg, self.setup.renderer
+        sampler = LocalSamplingClient.from_training_client(client, seed=cfg.seed)
         try:
             metrics, samples = evaluate_teacher_kl(
-                sampler,
-                self.setup.renderer,
-                [(self.teacher, self.prompts)],
-                max_tokens=self.cfg.max_tokens,
-                seed=self.cfg.seed,
+                sampler, renderer, [(self.teacher, self.prompts)], max_tokens=cfg.max_tokens, seed=cfg.seed
             )
+            tokens = [s.tokens for s in samples]
+            if cfg.temperature != 1.0:
+                seqs = sample_prompts(
+                    sampler,
+                    renderer,
+                    self.prompts,
+                    max_tokens=cfg.max_tokens,
+                    temperature=cfg.temperature,
+                    seed=cfg.seed + 1,  # the teacher's held-out answers were sampled with seed + 1
+                )
+                tokens = [s.tokens for s in seqs]
         finally:
             sampler.close()
-        score = CRITERIA[self.cfg.criterion]
-        texts = [self.setup.renderer.parse_response(s.tokens)[0].get("content", "") for s in samples]
-        metrics[f"test/criterion/{self.cfg.criterion}"] = sum(
-            score(t if isinstance(t, str) else "") for t in texts
-        ) / max(len(texts), 1)
-        return metrics
+        texts = [answer_text(renderer, t) for t in tokens]
+        return {**metrics, **criteria_rates(texts, cfg.criteria, "test/criterion")}
 
 
 def train(cfg: PromptDistillConfig) -> RunResult:

@@ -79,3 +79,11 @@ def test_prompt_only_env_pays_nothing_and_keeps_its_prompt(renderer):
         traj.transitions[0].ob.to_ints()
         == renderer.build_generation_prompt(list(group_builder.messages)).to_ints()
     )
+
+
+def test_prompt_seeds_differ_per_prompt_and_repeat_per_run():
+    from jaxcook.distill.evaluation import prompt_seed
+
+    seeds = [prompt_seed(0, i) for i in range(100)]
+    assert len(set(seeds)) == 100  # distinct prompts never share their random numbers
+    assert seeds == [prompt_seed(0, i) for i in range(100)] and prompt_seed(1, 0) != seeds[0]
