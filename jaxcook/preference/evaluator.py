@@ -26,9 +26,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from jaxcook.ports import MessageCompleter
 from jaxcook.preference.preference_model import PreferenceModel
 from jaxcook.preference.types import Comparison
-from jaxcook.rl.completers import MessageCompleter
 
 
 def win_rate_metrics(forward: Sequence[float], reverse: Sequence[float] | None = None) -> dict[str, float]:

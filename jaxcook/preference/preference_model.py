@@ -25,10 +25,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from jaxcook.ports import MessageCompleter
 from jaxcook.preference.reward_model import ComparisonRenderer
 from jaxcook.preference.types import Comparison
 from jaxcook.renderers import get_text_content
-from jaxcook.rl.completers import MessageCompleter
 from jaxcook.types import ModelInput
 
 LABEL_SCORES = {"A": -1.0, "B": 1.0, "Tie": 0.0}

@@ -1,6 +1,6 @@
 """Host-side RL: env types, rollouts, advantages and datum assembly, KL terms, metrics, envs."""
 
-from jaxcook.rl.completers import MessageCompleter, StopCondition, TokenCompleter, TokensWithLogprobs
+from jaxcook.ports import MessageCompleter, StopCondition, TokenCompleter, TokensWithLogprobs
 from jaxcook.rl.data_processing import (
     assemble_training_data,
     compute_advantages,

@@ -6,7 +6,7 @@ Keys are the training metrics under a prefix, e.g. `test/env/all/correct`,
 
 from __future__ import annotations
 
-from jaxcook.rl.completers import TokenCompleter
+from jaxcook.ports import TokenCompleter
 from jaxcook.rl.metrics import compute_trajectory_metrics
 from jaxcook.rl.rollouts import FailFast, RolloutConfig, RolloutStrategy, do_batch_rollout
 from jaxcook.rl.types import RLDataset

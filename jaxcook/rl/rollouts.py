@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
-from jaxcook.rl.completers import TokenCompleter
+from jaxcook.ports import TokenCompleter
 from jaxcook.rl.types import (
     Env,
     EnvGroupBuilder,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, TypedDict
 
-from jaxcook.rl.completers import StopCondition, TokensWithLogprobs
+from jaxcook.ports import StopCondition, TokensWithLogprobs
 from jaxcook.types import ModelInput
 
 Action = list[int]

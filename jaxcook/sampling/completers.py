@@ -15,8 +15,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from jaxcook.ports import StopCondition, TokensWithLogprobs
 from jaxcook.renderers import Message, Renderer
-from jaxcook.rl.completers import StopCondition, TokensWithLogprobs
 from jaxcook.sampling.client import LocalSamplingClient
 from jaxcook.types import ModelInput, SamplingParams
 

@@ -13,8 +13,8 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
+from jaxcook.ports import TokensWithLogprobs
 from jaxcook.renderers import FunctionBody, Message, ParseTermination, ToolCall, UnparsedToolCall
-from jaxcook.rl.completers import TokensWithLogprobs
 from jaxcook.types import ModelInput
 
 IM_START, IM_END = 300, 301

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxcook.rl.completers import TokensWithLogprobs
+from jaxcook.ports import TokensWithLogprobs
 from jaxcook.rl.types import Trajectory, TrajectoryGroup, Transition
 from jaxcook.types import ModelInput
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from jaxcook.rl.completers import TokensWithLogprobs
+from jaxcook.ports import TokensWithLogprobs
 from jaxcook.rl.rollouts import (
     FailFast,
     GroupRolloutError,

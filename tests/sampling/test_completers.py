@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from jaxcook.ports import MessageCompleter, TokenCompleter, TokensWithLogprobs
 from jaxcook.renderers.role_colon import RoleColonRenderer
-from jaxcook.rl.completers import MessageCompleter, TokenCompleter, TokensWithLogprobs
 from jaxcook.sampling import LocalMessageCompleter, LocalSamplingClient, LocalTokenCompleter
 from jaxcook.types import ModelInput, SamplingParams
 from tests.engine.tiny import tiny_model
