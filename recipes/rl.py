@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from jaxcook.lora import LoraConfig
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
 from jaxcook.workflows.options import OptimConfig, RunOptions
 from jaxcook.workflows.rl import RLConfig, train
 
-Config = RLConfig
+
+@dataclass(frozen=True, kw_only=True)
+class Config(RLConfig):
+    env: str = "arithmetic"
+    # two-digit a + b, answered as an equation after 3 worked examples; 128 held-out problems
+    env_options: dict[str, Any] = field(default_factory=lambda: {"n_test_problems": 128})
+    groups_per_batch: int = 8
+    group_size: int = 4
+    max_tokens: int = 16
+    max_steps: int | None = 30
+    eval_every: int = 10
+    optim: OptimConfig = OptimConfig(learning_rate=2e-4, lr_schedule="constant")
+    run: RunOptions = RunOptions(log_dir="runs/rl", save_every=10)
 
 
 def tiny() -> Config:

@@ -32,8 +32,8 @@ class DPOConfig:
     max_length: int = 256
     batch_size: int = 4  # pairs per step (2 x datums)
     num_epochs: int = 1
-    max_steps: int | None = None
-    optim: OptimConfig = OptimConfig(learning_rate=1e-5)
+    max_steps: int | None = 40  # None = every batch of every epoch
+    optim: OptimConfig = OptimConfig(learning_rate=1e-4)
     eval_every: int = 10
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/dpo")
