@@ -51,6 +51,7 @@ def test_soft_datums_carry_the_teachers_renormalised_topk():
         teacher.close()
 
 
+@pytest.mark.slow
 def test_tiny_off_policy_run_trains_on_soft_targets(tmp_path):
     result = train(tiny_config(tmp_path))
     rows = [r for r in result.metrics if "train/soft_ce" in r]

@@ -86,16 +86,31 @@ def test_teacher_equal_to_student_zero_kl_and_zero_update():
         setup.client.close()
 
 
-def test_distill_run_with_the_student_as_teacher_logs_zero_kl(tmp_path):
-    result = jaxcook.run(
-        "distill", tiny=True, teacher_sft_steps=0, **{"run.log_dir": str(tmp_path / "run"), "max_steps": 2}
-    )
+def test_two_teachers_one_batch_student_as_teacher_has_zero_kl(tmp_path):
+    # dataset 0: the teacher is the student itself; dataset 1: the student behind a system prompt
+    # (re-rendered prompts), a teacher the student does not equal
+    same = {
+        "dataset_options": SMALL,
+        "groups_per_batch": 1,
+        "teacher": {"model": {"name": TINY.name, "lora": {"rank": 4}}},
+    }
+    prompted = {**same, "teacher": {**same["teacher"], "system_prompt": "Answer in French. " * 20}}
+    overrides = {"run.log_dir": str(tmp_path / "run"), "max_steps": 2, "datasets": [same, prompted]}
+    result = jaxcook.run("distill", tiny=True, teacher_sft_steps=0, **overrides)
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1, 2]
     first, last = rows[0], rows[-1]
-    for key in ("test/teacher_kl", "test/teacher_kl/dataset_0", "test/teacher_nll"):
+    for key in (
+        "test/teacher_kl",
+        "test/teacher_kl/dataset_0",
+        "test/teacher_kl/dataset_1",
+        "test/teacher_nll",
+    ):
         assert key in first and key in last  # before the first step and after the last
-    assert abs(first["test/teacher_kl"]) < 1e-3 and abs(last["test/teacher_kl"]) < 1e-3
-    assert all(abs(r["teacher_kl"]) < 1e-3 for r in rows[:2])
+    # before any update: dataset 0's teacher is the student (float error only), dataset 1's is not
+    for kl in ("test/teacher_kl", "teacher_kl"):
+        assert abs(first[f"{kl}/dataset_0"]) < 1e-3
+        assert abs(first[f"{kl}/dataset_1"]) > 1e-3
+    assert abs(rows[1]["teacher_kl/dataset_1"]) > 1e-3
     assert result.final_checkpoint.endswith("checkpoints/2")
     assert json.loads((tmp_path / "run" / "distill_config.json").read_text())["kl_penalty_coef"] == 1.0

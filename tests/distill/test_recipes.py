@@ -29,7 +29,6 @@ def test_distill_tiny_makes_a_teacher_then_distils_and_reuses_it(tmp_path):
     assert not any("train/loss" in r for r in again.metrics)
 
 
-@pytest.mark.slow
 def test_prompt_distill_tiny_generates_answers_trains_and_evaluates(tmp_path):
     log_dir = tmp_path / "run"
     jaxcook.run("prompt_distill", tiny=True, **{"run.log_dir": str(log_dir)})
