@@ -73,6 +73,7 @@ class RLConfig:
     loss_fn: Literal["importance_sampling", "ppo", "cispo", "dro"] = "importance_sampling"
     loss_fn_config: dict[str, float] | None = None
     num_substeps: int = 1
+    microbatch_size: int = 8  # datums per forward/backward call (memory); gradients accumulate
     kl_penalty_coef: float = 0.0  # against the base (adapters off) or the starting weights
     kl_discount_factor: float = 0.0
     remove_constant_reward_groups: bool = False
@@ -146,6 +147,7 @@ class RLContext:
                 loss_fn_config=cfg.loss_fn_config,
                 adam=cfg.optim.adam_params(step, self.total),
                 num_substeps=cfg.num_substeps,
+                max_rows=cfg.microbatch_size,
             )
         )
         metrics["tokens/num_tokens"] = float(sum(d.length for d in data))
@@ -218,7 +220,7 @@ def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
         if ref_params is not None:
             ctx.shapers.append(
                 kl_shaper(
-                    reference_scorer(client, ref_params),
+                    reference_scorer(client, ref_params, rows=cfg.microbatch_size),
                     coef=cfg.kl_penalty_coef,
                     discount=cfg.kl_discount_factor,
                 )

@@ -74,7 +74,11 @@ def stream_iteration(ctx, builders, policy, step: int):
                 data = _shape(ctx, data, meta, metrics)
                 if data:
                     futures = submit_forward_backward(
-                        ctx.client, data, loss_fn=cfg.loss_fn, loss_fn_config=cfg.loss_fn_config
+                        ctx.client,
+                        data,
+                        loss_fn=cfg.loss_fn,
+                        loss_fn_config=cfg.loss_fn_config,
+                        max_rows=cfg.microbatch_size,
                     )
                     submitted.append((data, futures))
             if not submitted:

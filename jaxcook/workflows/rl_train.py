@@ -55,11 +55,11 @@ def groups_to_data(groups: Sequence[TrajectoryGroup], *, remove_constant: bool):
     return data, meta, metrics
 
 
-def reference_scorer(client, ref_params) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
-    """`score(datums) -> log-probs of their targets under the reference policy` (for KL shaping)."""
+def reference_scorer(client, ref_params, *, rows: int = 8) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
+    """`score(datums) -> log-probs of their targets under the reference policy` (for KL shaping),
+    in forward calls of at most `rows` datums."""
 
     def score(data: Sequence[Datum]) -> list[np.ndarray]:
-        rows = max(client.buckets.batch_buckets)
         probe = [
             Datum(
                 d.model_input,
