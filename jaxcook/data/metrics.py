@@ -29,7 +29,7 @@ def compute_mean_nll(logprobs_list: Sequence[np.ndarray], weights_list: Sequence
         raise ValueError(f"{len(logprobs_list)} logprob arrays but {len(weights_list)} weight arrays")
     total_lp, total_w = 0.0, 0.0
     for k, (lp, w) in enumerate(zip(logprobs_list, weights_list)):
-        lp_T, w_T = _pair(lp, w, k)
+        lp_T, w_T = _pair(lp, w, k, flat=True)  # soft targets [T, K] count every (position, k)
         total_lp += float(np.dot(lp_T, w_T))
         total_w += float(w_T.sum())
     return -total_lp / total_w if total_w > 0 else float("nan")
@@ -81,10 +81,11 @@ def compute_bpb(
     return nats / (math.log(2) * n_bytes) if n_bytes > 0 else float("nan")
 
 
-def _pair(lp, w, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _pair(lp, w, k: int, *, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-shape float arrays; 1-D unless `flat` (then `[T, K]` soft targets are flattened)."""
     lp_T, w_T = np.asarray(lp, np.float64), np.asarray(w, np.float64)
-    if lp_T.shape != w_T.shape or lp_T.ndim != 1:
+    if lp_T.shape != w_T.shape or (lp_T.ndim != 1 and not flat):
         raise ValueError(
             f"datum {k}: logprobs shape {lp_T.shape} and weights shape {w_T.shape} must be equal, 1-D"
         )
-    return lp_T, w_T
+    return lp_T.reshape(-1), w_T.reshape(-1)

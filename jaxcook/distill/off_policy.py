@@ -18,7 +18,6 @@ another renderer or a system prompt is refused (use on-policy distillation for t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,17 +106,24 @@ def _supervised_config(cfg: OffPolicyConfig):
         train_on_what=cfg.train_on_what,
         max_length=cfg.max_length,
         batch_size=cfg.batch_size,
+        num_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        optim=cfg.optim,
+        eval_every=cfg.eval_every,
+        eval_batch_size=cfg.eval_batch_size,
         seed=cfg.seed,
+        run=cfg.run,
     )
 
 
 def train(cfg: OffPolicyConfig) -> RunResult:
-    """Off-policy top-K distillation; checkpoints, resume and evals as in the supervised workflow."""
-    from jaxcook.eval.nll import NLLEvaluator
-    from jaxcook.logging import ProgressBar
-    from jaxcook.workflows.common import make_setup, renderer_name_for
+    """Off-policy top-K distillation: the supervised workflow (checkpoints, resume, held-out NLL of
+    the dataset's own answers) on batches whose targets are the teacher's top-K (`train/nll` is
+    then the soft cross-entropy per unit of weight)."""
+    from jaxcook.data.builders import SupervisedData
+    from jaxcook.workflows.common import renderer_name_for
     from jaxcook.workflows.supervised import build_sft_data
-    from jaxcook.workflows.training_run import TrainingRun
+    from jaxcook.workflows.supervised import train as supervised_train
 
     if cfg.topk < 1:
         raise ValueError(f"OffPolicyConfig.topk must be >= 1, got {cfg.topk}")
@@ -128,62 +134,22 @@ def train(cfg: OffPolicyConfig) -> RunResult:
             f"another format (renderer {teacher_format!r} vs the student's {student_format!r}, or a "
             "system prompt): use on-policy distillation for it"
         )
-    batch = max(cfg.batch_size, cfg.eval_batch_size)
-    setup = make_setup(cfg.model, max_length=cfg.max_length, batch_size=batch, seed=cfg.seed)
-    teacher = Teacher.load(
-        cfg.teacher,
-        student_tokenizer=setup.tokenizer,
-        student_name=cfg.model.name,
-        max_length=cfg.max_length,
-        batch_size=cfg.batch_size,
-    )
-    client, run = setup.client, None
+    teachers: list[Teacher] = []
+
+    def build(sup_cfg, setup):
+        teacher = Teacher.load(
+            cfg.teacher,
+            student_tokenizer=setup.tokenizer,
+            student_name=cfg.model.name,
+            max_length=cfg.max_length,
+            batch_size=cfg.batch_size,
+        )
+        teachers.append(teacher)
+        data = build_sft_data(sup_cfg, setup)
+        return SupervisedData(TopKTargetsDataset(data.train, teacher, cfg.topk), data.test, data.stats)
+
     try:
-        data = build_sft_data(_supervised_config(cfg), setup)
-        train_data = TopKTargetsDataset(data.train, teacher, cfg.topk)
-        n_batches = len(train_data)
-        total = n_batches * cfg.num_epochs
-        total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
-        nll = NLLEvaluator(data.test, setup.tokenizer, batch_size=cfg.eval_batch_size) if data.test else None
-        run = TrainingRun(cfg.run, cfg)
-        start, _ = run.resume(client)
-        loop = {"renderer_name": setup.renderer_name}
-        progress = ProgressBar(total, start_step=start, desc="distill-off-policy")
-        epoch_set = None
-        for step in range(start, total):
-            if nll is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                run.log(nll(client), step)
-            epoch, i = divmod(step, n_batches)
-            if epoch != epoch_set:
-                train_data.set_epoch(epoch)
-                epoch_set = epoch
-            t0 = time.perf_counter()
-            soft = train_data.get_batch(i)
-            t_teacher = time.perf_counter() - t0
-            fb = client.forward_backward(soft, "cross_entropy")
-            optim = client.optim_step(cfg.optim.adam_params(step, total))
-            out, optim_metrics = fb.result(), optim.result()
-            weights = sum(float(d.loss_fn_inputs["weights"].sum()) for d in soft)
-            metrics = {
-                "train/loss": out.metrics["loss:sum"],
-                "train/soft_ce": out.metrics["loss:sum"] / weights if weights else float("nan"),
-                "progress/epoch": epoch,
-                "progress/done_frac": (step + 1) / total,
-                "tokens/num_sequences": len(soft),
-                "tokens/num_tokens": sum(d.length for d in soft),
-                "time/teacher_s": t_teacher,
-                "time/step_s": time.perf_counter() - t0,
-                **optim_metrics,
-            }
-            run.log(metrics, step)
-            progress.update(step + 1, loss=metrics["train/soft_ce"], tokens=metrics["tokens/num_tokens"])
-            run.maybe_save(step + 1, client, {**loop, "epoch": epoch, "batch": i + 1})
-        progress.close()
-        if nll is not None:
-            run.log(nll(client), total)
-        final = run.finish(total, client, loop)
+        return supervised_train(_supervised_config(cfg), build_data=build)
     finally:
-        if run is not None:
-            run.close()
-        teacher.close()
-    return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))
+        for teacher in teachers:
+            teacher.close()
