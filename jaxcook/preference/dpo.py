@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxcook.data.builders import Subset
-from jaxcook.data.dataset import SupervisedDataset, epoch_permutation
+from jaxcook.data.dataset import ConversationDataset
 from jaxcook.data.datum import OnBad, TooLong, datum_from_model_input_weights
-from jaxcook.data.errors import DataError, DataFormatError, ExampleTooLongError, UntrainableExampleError
+from jaxcook.data.errors import DataFormatError, ExampleTooLongError, UntrainableExampleError
 from jaxcook.preference.types import ComparisonRecord, LabeledComparison
 from jaxcook.renderers import Message, Renderer, RendererError, TrainOnWhat
 from jaxcook.types import Datum, ModelInput
@@ -205,7 +205,7 @@ class PairConverter:
         return out
 
 
-class DPODataset(SupervisedDataset):
+class DPODataset(ConversationDataset):
     """Comparisons shuffled per epoch, cut into batches of `batch_size` pairs (2 x batch_size datums).
 
     The order of an epoch is a pure function of `(seed, epoch)` (the same `epoch_permutation` the
@@ -215,41 +215,6 @@ class DPODataset(SupervisedDataset):
     order are left out of that epoch.
     """
 
-    def __init__(
-        self,
-        records: Sequence[ComparisonRecord],
-        convert: PairConverter,
-        *,
-        batch_size: int,
-        seed: int = 0,
-        name: str = "comparisons",
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 pair, got {batch_size}")
-        if len(records) < batch_size:
-            raise DataError(
-                f"{name}: {len(records)} training comparisons is fewer than batch_size={batch_size} "
-                "pairs, so an epoch has no batch"
-            )
-        self.records, self.convert = records, convert
-        self.batch_size, self.seed, self.name = batch_size, seed, name
-        self.set_epoch(0)
-
-    def __len__(self) -> int:
-        return len(self.records) // self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._order = epoch_permutation(len(self.records), self.seed, self.epoch)
-
-    def batch_indices(self, i: int) -> np.ndarray:
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: batch {i} out of range; an epoch has {len(self)} batches")
-        return self._order[i * self.batch_size : (i + 1) * self.batch_size]
-
     def get_batch(self, i: int) -> list[Datum]:
         """[chosen_0, rejected_0, chosen_1, rejected_1, ...]: at most 2 x batch_size datums."""
         return self.convert.convert(Subset(self.records, self.batch_indices(i)))
-
-    def stats(self) -> dict[str, int]:
-        return dict(self.convert.counts)
