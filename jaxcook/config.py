@@ -70,6 +70,18 @@ def apply_overrides(cfg, overrides: Sequence[str] | Mapping[str, Any]):
     return cfg
 
 
+def construct(cls, options: Mapping[str, Any], *, fixed: Mapping[str, Any] | None = None, label: str = ""):
+    """`cls(**fixed, **options)` for a registry entry, with an unknown option named in the error
+    together with the valid ones (`label` says which entry, e.g. the dataset name)."""
+    fixed = dict(fixed or {})
+    valid = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        where = f" ({label!r})" if label else ""
+        raise TypeError(f"{cls.__name__}{where} has no option {unknown}; valid: {sorted(valid)}")
+    return cls(**fixed, **options)
+
+
 def parse_override(text: str) -> tuple[str, str]:
     """'lora.rank=16' -> ('lora.rank', '16'); the value is everything after the first '='."""
     key, sep, value = text.partition("=")

@@ -6,10 +6,10 @@ Hugging Face dataset name / local copy (read by `HFChatBuilder`, messages in `me
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from jaxcook.config import construct
 from jaxcook.data.builders import (
     ChatDatasetBuilder,
     ConversationFileBuilder,
@@ -40,8 +40,4 @@ def get_sft_builder(name_or_path: str = DEFAULT_SFT_DATASET, **options) -> ChatD
         cls, fixed = ConversationFileBuilder, {"path": name_or_path}
     else:
         cls, fixed = HFChatBuilder, {"name": name_or_path}
-    valid = {f.name for f in dataclasses.fields(cls)} - set(fixed)
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise TypeError(f"{cls.__name__} ({name_or_path!r}) has no option {unknown}; valid: {sorted(valid)}")
-    return cls(**fixed, **options)
+    return construct(cls, options, fixed=fixed, label=name_or_path)

@@ -7,10 +7,10 @@ Hugging Face dataset / local copy whose rows are in jaxcook's comparison format 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from jaxcook.config import construct
 from jaxcook.preference.builders import ComparisonBuilder, ComparisonFileBuilder
 from jaxcook.preference.hub import (
     HelpSteer3ComparisonBuilder,
@@ -44,8 +44,4 @@ def get_preference_builder(name_or_path: str = DEFAULT_PREFERENCE_DATASET, **opt
         cls, fixed = ComparisonFileBuilder, {"path": name_or_path}
     else:
         cls, fixed = HFComparisonBuilder, {"name": name_or_path}
-    valid = {f.name for f in dataclasses.fields(cls)} - set(fixed)
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise TypeError(f"{cls.__name__} ({name_or_path!r}) has no option {unknown}; valid: {sorted(valid)}")
-    return cls(**fixed, **options)
+    return construct(cls, options, fixed=fixed, label=name_or_path)

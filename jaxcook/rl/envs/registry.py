@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from jaxcook.config import construct
 from jaxcook.distill.prompts import PromptDatasetBuilder
 from jaxcook.rl.envs.arithmetic import ArithmeticDatasetBuilder
 from jaxcook.rl.envs.calculator import CalculatorDatasetBuilder
@@ -26,9 +25,4 @@ def get_env_builder(name: str, **options) -> EnvDatasetBuilder:
     """The env dataset builder `name` with `options` as its fields (an unknown one is an error)."""
     if name not in ENVS:
         raise KeyError(f"unknown env {name!r}; valid envs: {sorted(ENVS)}")
-    cls = ENVS[name]
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise TypeError(f"env {name!r} ({cls.__name__}) has no option {unknown}; valid: {sorted(valid)}")
-    return cls(**options)
+    return construct(ENVS[name], options, label=name)
