@@ -30,9 +30,9 @@ from typing import Literal
 import numpy as np
 
 from jaxcook.data.builders import Subset
-from jaxcook.data.dataset import SupervisedDataset, epoch_permutation
+from jaxcook.data.dataset import ConversationDataset
 from jaxcook.data.datum import OnBad, datum_from_model_input_weights
-from jaxcook.data.errors import DataError, DataFormatError, ExampleTooLongError
+from jaxcook.data.errors import DataFormatError, ExampleTooLongError
 from jaxcook.preference.types import LABELS, Comparison, ComparisonRecord, Label, LabeledComparison
 from jaxcook.renderers import Message, Renderer, RendererError, TrainOnWhat
 from jaxcook.types import Datum, ModelInput
@@ -121,7 +121,7 @@ class ComparisonRenderer:
         return self._label_ids
 
 
-class ComparisonRMDataset(SupervisedDataset):
+class ComparisonRMDataset(ConversationDataset):
     """Reward-model datums from comparisons, shuffled per epoch like the SFT datasets.
 
     `swap="random"`: each comparison is shown once, swapped (A <-> B, label flipped) with
@@ -147,34 +147,14 @@ class ComparisonRMDataset(SupervisedDataset):
             raise ValueError(f"swap must be 'random' or 'both', got {swap!r}")
         if on_bad_row not in ("raise", "skip"):
             raise ValueError(f"on_bad_row must be 'raise' or 'skip', got {on_bad_row!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if len(records) < batch_size:
-            raise DataError(
-                f"{name}: {len(records)} training comparisons is fewer than batch_size={batch_size}"
-            )
-        self.records, self.comparison_renderer = records, comparison_renderer
-        self.batch_size, self.max_length, self.swap = batch_size, max_length, swap
-        self.seed, self.on_bad_row, self.name = seed, on_bad_row, name
+        self.comparison_renderer, self.max_length, self.swap = comparison_renderer, max_length, swap
+        self.on_bad_row = on_bad_row
         self.counts: Counter[str] = Counter()
-        self.set_epoch(0)
-
-    def __len__(self) -> int:
-        return len(self.records) // self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._order = epoch_permutation(len(self.records), self.seed, self.epoch)
+        super().__init__(records, None, batch_size=batch_size, seed=seed, name=name)
 
     def swapped(self, record_index: int) -> bool:
         """Whether `swap="random"` shows record `record_index` swapped in the current epoch."""
         return bool(np.random.default_rng([self.seed, self.epoch, int(record_index)]).random() < 0.5)
-
-    def batch_indices(self, i: int) -> np.ndarray:
-        """Indices into `records` of batch `i` of the current epoch."""
-        if not 0 <= i < len(self):
-            raise IndexError(f"{self.name}: batch {i} out of range; an epoch has {len(self)} batches")
-        return self._order[i * self.batch_size : (i + 1) * self.batch_size]
 
     def get_batch(self, i: int) -> list[Datum]:
         indices = self.batch_indices(i)
