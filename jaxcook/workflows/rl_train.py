@@ -57,7 +57,7 @@ def groups_to_data(groups: Sequence[TrajectoryGroup], *, remove_constant: bool):
 
 def reference_scorer(client, ref_params, *, rows: int = 8) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
     """`score(datums) -> log-probs of their targets under the reference policy` (for KL shaping),
-    in forward calls of at most `rows` datums."""
+    in forward calls of at most `rows` datums (capped at the largest batch bucket)."""
 
     def score(data: Sequence[Datum]) -> list[np.ndarray]:
         probe = [
@@ -67,7 +67,8 @@ def reference_scorer(client, ref_params, *, rows: int = 8) -> Callable[[Sequence
             )
             for d in data
         ]
-        futures = [client.forward(probe[i : i + rows], params=ref_params) for i in range(0, len(probe), rows)]
+        n = min(rows, max(client.buckets.batch_buckets))
+        futures = [client.forward(probe[i : i + n], params=ref_params) for i in range(0, len(probe), n)]
         return [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
 
     return score
@@ -90,10 +91,10 @@ def _chunks(items: list, n: int) -> list[list]:
 def submit_forward_backward(
     client, data: list[Datum], *, loss_fn: str, loss_fn_config: dict | None, max_rows: int | None = None
 ) -> list:
-    """Forward/backward futures over `data` in microbatches of at most `max_rows` datums
-    (gradients accumulate, so microbatching changes nothing)."""
+    """Forward/backward futures over `data` in microbatches of at most `max_rows` datums, capped at
+    the client's largest batch bucket (gradients accumulate, so microbatching changes nothing)."""
     keys = LOSS_KEYS[loss_fn]
-    rows = max_rows or max(client.buckets.batch_buckets)
+    rows = min(max_rows or len(data), max(client.buckets.batch_buckets))
     futures = []
     for i in range(0, len(data), rows):
         micro = [
