@@ -41,6 +41,7 @@ class SupervisedData(NamedTuple):
     train: SupervisedDataset
     test: list[Datum] | None
     stats: dict[str, int]
+    test_groups: list[str] | None = None  # a group name per test datum, for per-group metrics
 
 
 class Subset:

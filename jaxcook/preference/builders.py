@@ -47,6 +47,10 @@ class ComparisonBuilder(ABC):
     def load(self) -> ComparisonSplits:
         """Train and test comparisons (records `(where, LabeledComparison)`, possibly read lazily)."""
 
+    def group_of(self, where: str) -> str:
+        """The group a record counts in for per-group test metrics (one group by default)."""
+        return "all"
+
     def build_dpo(self, renderer: Renderer, *, batch_size: int, max_length: int | None) -> SupervisedData:
         """`train`: a `DPODataset` of `batch_size` pairs per batch; `test`: interleaved pairs or None."""
         splits = self.load()
@@ -73,10 +77,11 @@ class ComparisonBuilder(ABC):
         max_length: int | None,
         swap: SwapMode = "random",
     ) -> SupervisedData:
-        """Reward-model datums; the test set shows every comparison in both orders."""
+        """Reward-model datums; the test set shows every comparison in both orders, each datum
+        in the group `group_of(where)` of its record."""
         splits = self.load()
         stats = dict(splits.stats)
-        test = None
+        test = groups = None
         if splits.test is not None and len(splits.test):
             test_ds = ComparisonRMDataset(
                 splits.test,
@@ -89,6 +94,7 @@ class ComparisonBuilder(ABC):
                 name=f"{splits.label} (test)",
             )
             test = test_ds.get_batch(0)
+            groups = [self.group_of(w) for w in test_ds.last_wheres]
             stats.update({k.replace("data/", "data/test_", 1): v for k, v in test_ds.stats().items()})
         train = ComparisonRMDataset(
             splits.train,
@@ -101,7 +107,7 @@ class ComparisonBuilder(ABC):
             name=splits.label,
         )
         stats["data/train_batches"] = len(train)
-        return SupervisedData(train, test, stats)
+        return SupervisedData(train, test, stats, groups)
 
 
 def in_memory_splits(

@@ -150,6 +150,7 @@ class ComparisonRMDataset(ConversationDataset):
         self.comparison_renderer, self.max_length, self.swap = comparison_renderer, max_length, swap
         self.on_bad_row = on_bad_row
         self.counts: Counter[str] = Counter()
+        self.last_wheres: list[str] = []  # the record `where` of each datum of the last batch
         super().__init__(records, None, batch_size=batch_size, seed=seed, name=name)
 
     def swapped(self, record_index: int) -> bool:
@@ -159,7 +160,7 @@ class ComparisonRMDataset(ConversationDataset):
     def get_batch(self, i: int) -> list[Datum]:
         indices = self.batch_indices(i)
         rows = Subset(self.records, indices)
-        out = []
+        out, wheres = [], []
         for k, j in enumerate(indices):
             try:
                 where, labeled = rows[k]
@@ -171,6 +172,7 @@ class ComparisonRMDataset(ConversationDataset):
                     self.comparison_renderer.to_datum(x, max_length=self.max_length, where=where)
                     for x in shown
                 ]
+                wheres += [where] * len(shown)
             except DataFormatError:
                 if self.on_bad_row == "raise":
                     raise
@@ -178,6 +180,7 @@ class ComparisonRMDataset(ConversationDataset):
             except ExampleTooLongError:
                 self.counts["data/dropped_too_long"] += 1
         self.counts["data/datums"] += len(out)
+        self.last_wheres = wheres
         return out
 
     def stats(self) -> dict[str, int]:

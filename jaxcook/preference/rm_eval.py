@@ -3,6 +3,7 @@
 Each test datum trains exactly one token, the verdict ("A" or "B"). The model is right on a
 datum when its log-probability of the true verdict exceeds that of the other one at the same
 position (a datum labelled Tie is compared against both and counted right only if it beats both).
+With `groups` (a name per datum), the accuracy of each group is reported too.
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ from jaxcook.types import Datum
 
 class LabelAccuracyEvaluator:
     def __init__(
-        self, data: list[Datum], label_token_ids: dict[str, int], *, batch_size: int = 16, name: str = "test"
+        self,
+        data: list[Datum],
+        label_token_ids: dict[str, int],
+        *,
+        batch_size: int = 16,
+        name: str = "test",
+        groups: list[str] | None = None,
     ):
         if not data:
             raise ValueError("LabelAccuracyEvaluator needs at least one datum")
+        if groups is not None and len(groups) != len(data):
+            raise ValueError(f"{len(groups)} groups for {len(data)} datums")
+        self.groups = groups
         self.batch_size, self.name = batch_size, name
         self.labels = {k: v for k, v in label_token_ids.items() if k in ("A", "B")}
         self.items = []  # (true datum, [alternative datums])
@@ -55,4 +65,9 @@ class LabelAccuracyEvaluator:
             true_lp, alt_lp = lp[start], lp[start + 1 : start + 1 + len(alts)]
             right.append(bool(np.all(true_lp > alt_lp)))
             start += 1 + len(alts)
-        return {f"{self.name}/label_accuracy": float(np.mean(right))}
+        out = {f"{self.name}/label_accuracy": float(np.mean(right))}
+        if self.groups is not None and len(set(self.groups)) > 1:
+            for g in sorted(set(self.groups)):
+                hits = [r for r, gg in zip(right, self.groups, strict=True) if gg == g]
+                out[f"{self.name}/label_accuracy/{g}"] = float(np.mean(hits))
+        return out

@@ -1,7 +1,8 @@
 """Preference pairs from verifiable tasks: the offline default set, and pairs from a model's own samples.
 
 The default set (no hub): `reasoning-gym` problems, chosen = a correct worked solution, rejected =
-the same solution with one arithmetic slip carried through to a wrong boxed answer. Both are in
+the same solution with one arithmetic slip carried through to a wrong boxed answer (or, with
+`rejected="off_topic"|"mixed"`, a correct solution of another problem). Both are in
 the format of the default SFT data (`jaxcook.data.reasoning_gym_sft`; a test checks the chosen
 text is that module's, character for character):
 
@@ -154,19 +155,43 @@ class VerifiablePair(NamedTuple):
     labeled: LabeledComparison
 
 
-def reasoning_gym_pairs(
-    tasks: Sequence[str], n_per_task: int, seed: int, *, max_chars: int | None = None
-) -> list[VerifiablePair]:
-    """`n_per_task` correct-vs-slipped pairs of each task, deterministic in `seed`.
+REJECTED_KINDS = ("slip", "off_topic", "mixed")
 
-    With `max_chars`, problems whose question + chosen solution exceed that many characters are
-    passed over (the SFT set's rule: 600 characters fit SmolLM2's max_length 256).
+
+def _off_topic_solution(task: str, ds, i: int, pool: int, chosen: str) -> str:
+    """The correct worked solution of the next problem (in generator order) whose text differs."""
+    for j in range(1, pool):
+        lines, answer, _ = SOLVERS[task](ds[(i + j) % pool], None)
+        text = solution_text(lines, answer)
+        if text != chosen:
+            return text
+    raise ValueError(f"{task}: every problem in a pool of {pool} has the same solution")
+
+
+def reasoning_gym_pairs(
+    tasks: Sequence[str],
+    n_per_task: int,
+    seed: int,
+    *,
+    max_chars: int | None = None,
+    rejected: str = "slip",
+) -> list[VerifiablePair]:
+    """`n_per_task` pairs of each task, deterministic in `seed`: chosen = the correct worked solution.
+
+    `rejected`: "slip" (the same solution with one slip carried through), "off_topic" (a correct
+    solution of another problem of the same task: careful arithmetic that does not answer the
+    question), or "mixed" (alternating, starting with a slip). A record's `where` ends with
+    `/slip` or `/off_topic`. With `max_chars`, problems whose question + chosen solution exceed
+    that many characters are passed over (the SFT set's rule: 600 characters fit SmolLM2's
+    max_length 256).
     """
     import reasoning_gym
 
     unknown = [t for t in tasks if t not in SOLVERS]
     if unknown:
         raise ValueError(f"reasoning-gym preference tasks {unknown} unknown; known: {sorted(SOLVERS)}")
+    if rejected not in REJECTED_KINDS:
+        raise ValueError(f"rejected must be one of {REJECTED_KINDS}, got {rejected!r}")
     pairs = []
     for k, task in enumerate(tasks):
         gen_seed = int(np.random.SeedSequence([seed, k, _PREF_STREAM]).generate_state(1)[0])
@@ -184,18 +209,22 @@ def reasoning_gym_pairs(
             if max_chars is not None and len(question["content"]) + len(chosen) > max_chars:
                 continue
             rng = np.random.default_rng([seed, k, i])
-            rejected, _ = slipped_solution(task, item, rng)
+            kind = rejected if rejected != "mixed" else REJECTED_KINDS[len(kept) % 2]
+            if kind == "slip":
+                wrong, _ = slipped_solution(task, item, rng)
+            else:
+                wrong = _off_topic_solution(task, ds, i, pool, chosen)
             labeled = LabeledComparison(
                 Comparison(
                     [question],
                     [{"role": "assistant", "content": chosen}],
-                    [{"role": "assistant", "content": rejected}],
+                    [{"role": "assistant", "content": wrong}],
                 ),
                 "A",
             )
             if rng.random() < 0.5:
                 labeled = labeled.swap()
-            kept.append(VerifiablePair(f"reasoning_gym_pref/{task}[{i}]", task, item, labeled))
+            kept.append(VerifiablePair(f"reasoning_gym_pref/{task}[{i}]/{kind}", task, item, labeled))
             if len(kept) == n_per_task:
                 break
         if len(kept) < n_per_task:
@@ -208,15 +237,22 @@ def reasoning_gym_pairs(
 
 @dataclass(frozen=True, kw_only=True)
 class ReasoningGymComparisonBuilder(ComparisonBuilder):
-    """The default preference data (offline): correct vs slipped worked solutions; `test_size` held out."""
+    """The default preference data (offline): correct vs slipped (or, with `rejected`, off-topic)
+    worked solutions; `test_size` held out."""
 
     tasks: tuple[str, ...] = ("chain_sum", "leg_counting")
     n_per_task: int = 400
     test_size: int = 64
     max_chars: int | None = 600
+    rejected: str = "slip"  # "slip", "off_topic" or "mixed" (see reasoning_gym_pairs)
+
+    def group_of(self, where: str) -> str:
+        return where.rsplit("/", 1)[-1]  # the kind of rejected answer: slip or off_topic
 
     def load(self) -> ComparisonSplits:
-        pairs = reasoning_gym_pairs(tuple(self.tasks), self.n_per_task, self.seed, max_chars=self.max_chars)
+        pairs = reasoning_gym_pairs(
+            tuple(self.tasks), self.n_per_task, self.seed, max_chars=self.max_chars, rejected=self.rejected
+        )
         records = [(p.where, p.labeled) for p in pairs]
         return in_memory_splits(
             records, test_size=self.test_size, seed=self.seed, label="reasoning_gym_pref", stats={}

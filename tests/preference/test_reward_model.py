@@ -118,3 +118,40 @@ def test_builder_reward_model_split(tmp_path, comparison_renderer):
     )
     assert len(data.train) == 3 and len(data.test) == 6  # the 3 test comparisons in both orders
     assert all(int((d.loss_fn_inputs["weights"] > 0).sum()) == 1 for d in data.test)
+
+
+class _FixedLogprobs:
+    """A client whose forward gives log p = -1 for token `preferred` and -2 for any other."""
+
+    def __init__(self, preferred: int):
+        self.preferred = preferred
+
+    def forward(self, data):
+        from concurrent.futures import Future
+        from types import SimpleNamespace
+
+        out = [
+            {"logprobs": np.where(d.loss_fn_inputs["target_tokens"] == self.preferred, -1.0, -2.0)}
+            for d in data
+        ]
+        f = Future()
+        f.set_result(SimpleNamespace(loss_fn_outputs=out))
+        return f
+
+
+def test_label_accuracy_overall_and_per_group(comparison_renderer):
+    from jaxcook.preference.rm_eval import LabelAccuracyEvaluator
+
+    ids = comparison_renderer.label_token_ids
+    data = [comparison_renderer.to_datum(labeled(k, "AB"[k % 2]), max_length=None) for k in range(6)]
+    # the client always prefers "A": right on the A-labelled datums 0, 2, 4 only
+    groups = ["slip", "slip", "slip", "off_topic", "off_topic", "off_topic"]
+    metrics = LabelAccuracyEvaluator(data, ids, batch_size=4, groups=groups)(_FixedLogprobs(ids["A"]))
+    assert metrics == {
+        "test/label_accuracy": 0.5,
+        "test/label_accuracy/slip": pytest.approx(2 / 3),
+        "test/label_accuracy/off_topic": pytest.approx(1 / 3),
+    }
+    assert LabelAccuracyEvaluator(data, ids)(_FixedLogprobs(ids["A"])) == {"test/label_accuracy": 0.5}
+    with pytest.raises(ValueError, match="2 groups for 6 datums"):
+        LabelAccuracyEvaluator(data, ids, groups=["a", "b"])

@@ -67,6 +67,24 @@ def test_deterministic_in_the_seed(pairs):
     assert [p.labeled for p in other] != [p.labeled for p in pairs]
 
 
+def test_off_topic_and_mixed_rejections(pairs):
+    mixed = reasoning_gym_pairs(TASKS, 40, seed=0, max_chars=600, rejected="mixed")
+    kinds = [p.where.rsplit("/", 1)[1] for p in mixed]
+    assert kinds == ["slip", "off_topic"] * 40  # alternating within each task
+    for p in mixed:
+        chosen, rejected = (get_text_content(c[0]) for c in p.labeled.chosen_rejected())
+        assert chosen == conversation_from_item(p.task, p.item)[1]["content"]
+        assert _scorer(p.task).score_answer(extract_boxed(rejected), p.item) == 0.0, p.where
+    off = [p for p in mixed if p.where.endswith("/off_topic")]
+    for p in off:  # a correct solution of another problem: every line's arithmetic holds
+        rejected = get_text_content(p.labeled.chosen_rejected()[1][0])
+        for line in rejected.splitlines()[:-2]:
+            lhs, rhs = line.split(":")[-1].split("=")
+            assert eval(lhs) == int(rhs), (p.where, line)  # the line holds only digits and + - *
+    with pytest.raises(ValueError, match="rejected must be one of"):
+        reasoning_gym_pairs(TASKS, 2, seed=0, rejected="wrong")
+
+
 def test_slips_carry_through_and_wrong_values():
     item = {"question": "?", "answer": "140", "metadata": {"expression": "42 + 66 + 69 - 37"}}
     lines, answer, _ = SOLVERS["chain_sum"](item, (0, 109))
