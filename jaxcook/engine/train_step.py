@@ -60,7 +60,7 @@ class StepFunctions:
 
     graphdef: nnx.GraphDef
     remat: bool = False
-    chunk_tokens: int = 1024
+    chunk_tokens: int | None = None  # None: by logit memory (see core.logprobs)
 
     def _loss(self, params, frozen, batch, loss_fn: Callable):
         model = nnx.merge(self.graphdef, params, frozen)
