@@ -46,10 +46,10 @@ def chunked_target_logprobs(
         lse_C = jax.nn.logsumexp(logits_CV, axis=-1)
         return jnp.take_along_axis(logits_CV, t_CK, axis=-1) - lse_C[:, None]
 
-    chunks = (h_ND.reshape(-1, C, D), t_N.reshape(-1, C, t_N.shape[-1]))
     if C == N:
         lp = chunk((h_ND, t_N))
     else:
+        chunks = (h_ND.reshape(-1, C, D), t_N.reshape(-1, C, t_N.shape[-1]))
         lp = jax.lax.map(jax.checkpoint(chunk), chunks)
     lp = lp.reshape(N + pad, -1)[:N]
     return lp.reshape(B, T, -1) if soft else lp.reshape(B, T)

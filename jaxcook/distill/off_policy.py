@@ -19,8 +19,7 @@ another renderer or a system prompt is refused (use on-policy distillation for t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,8 +27,8 @@ from jaxcook.data.dataset import SupervisedDataset
 from jaxcook.distill.teacher import Teacher, TeacherConfig
 from jaxcook.run_result import RunResult
 from jaxcook.types import Datum
-from jaxcook.workflows.common import ModelOptions
 from jaxcook.workflows.options import OptimConfig, RunOptions
+from jaxcook.workflows.supervised import SupervisedConfig
 
 
 def topk_soft_targets(ids_NK, logp_NK, weights_N) -> tuple[np.ndarray, np.ndarray]:
@@ -78,42 +77,14 @@ class TopKTargetsDataset(SupervisedDataset):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OffPolicyConfig:
-    model: ModelOptions = ModelOptions()  # the student
+class OffPolicyConfig(SupervisedConfig):
+    """The supervised workflow's options (the student is `model`; held-out NLL is of the dataset's
+    own answers), plus the teacher and the number of soft targets per position."""
+
     teacher: TeacherConfig = TeacherConfig()
     topk: int = 20
-    dataset: str = "reasoning_gym_math"  # registry name, .jsonl path or HF dataset name
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    train_on_what: str | None = None
-    max_length: int = 256
-    batch_size: int = 8
-    num_epochs: int = 1
-    max_steps: int | None = 60
     optim: OptimConfig = OptimConfig(learning_rate=5e-4, lr_schedule="constant")
-    eval_every: int = 20  # steps; 0 = only at the end. Held-out NLL of the dataset's own answers
-    eval_batch_size: int = 16
-    seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/distill-off-policy")
-
-
-def _supervised_config(cfg: OffPolicyConfig):
-    from jaxcook.workflows.supervised import SupervisedConfig
-
-    return SupervisedConfig(
-        model=cfg.model,
-        dataset=cfg.dataset,
-        dataset_options=dict(cfg.dataset_options),
-        train_on_what=cfg.train_on_what,
-        max_length=cfg.max_length,
-        batch_size=cfg.batch_size,
-        num_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        optim=cfg.optim,
-        eval_every=cfg.eval_every,
-        eval_batch_size=cfg.eval_batch_size,
-        seed=cfg.seed,
-        run=cfg.run,
-    )
 
 
 def train(cfg: OffPolicyConfig) -> RunResult:
@@ -149,7 +120,7 @@ def train(cfg: OffPolicyConfig) -> RunResult:
         return SupervisedData(TopKTargetsDataset(data.train, teacher, cfg.topk), data.test, data.stats)
 
     try:
-        return supervised_train(_supervised_config(cfg), build_data=build)
+        return supervised_train(cfg, build_data=build)
     finally:
         for teacher in teachers:
             teacher.close()

@@ -26,8 +26,9 @@ def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
     """Softmax attention with H query heads sharing K key/value heads; returns [B, T, H, D].
 
     Rematerialised: the backward pass recomputes the [B, K, G, T, S] scores and probabilities
-    instead of keeping them for every layer. Measured on SmolLM2-135M (LoRA r8, 8 x 256, CPU):
-    the same step time, peak memory 6.0 -> 4.9 GB; the saving grows with T x S.
+    instead of keeping them for every layer. Measured on SmolLM2-135M (the jaxcook LoRA r8 step of
+    `benchmarks/train_step.py`, 8 x 256, CPU, under `/usr/bin/time`): the same step time, max RSS
+    6.0 -> 4.9 GB; the saving grows with T x S.
     """
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]

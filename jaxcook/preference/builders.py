@@ -93,8 +93,8 @@ class ComparisonBuilder(ABC):
                 on_bad_row=self.on_bad_row,
                 name=f"{splits.label} (test)",
             )
-            test = test_ds.get_batch(0)
-            groups = [self.group_of(w) for w in test_ds.last_wheres]
+            test, wheres = test_ds.get_batch_with_wheres(0)
+            groups = [self.group_of(w) for w in wheres]
             stats.update({k.replace("data/", "data/test_", 1): v for k, v in test_ds.stats().items()})
         train = ComparisonRMDataset(
             splits.train,

@@ -150,7 +150,6 @@ class ComparisonRMDataset(ConversationDataset):
         self.comparison_renderer, self.max_length, self.swap = comparison_renderer, max_length, swap
         self.on_bad_row = on_bad_row
         self.counts: Counter[str] = Counter()
-        self.last_wheres: list[str] = []  # the record `where` of each datum of the last batch
         super().__init__(records, None, batch_size=batch_size, seed=seed, name=name)
 
     def swapped(self, record_index: int) -> bool:
@@ -158,6 +157,10 @@ class ComparisonRMDataset(ConversationDataset):
         return bool(np.random.default_rng([self.seed, self.epoch, int(record_index)]).random() < 0.5)
 
     def get_batch(self, i: int) -> list[Datum]:
+        return self.get_batch_with_wheres(i)[0]
+
+    def get_batch_with_wheres(self, i: int) -> tuple[list[Datum], list[str]]:
+        """Batch `i` and the record `where` of each of its datums."""
         indices = self.batch_indices(i)
         rows = Subset(self.records, indices)
         out, wheres = [], []
@@ -180,8 +183,7 @@ class ComparisonRMDataset(ConversationDataset):
             except ExampleTooLongError:
                 self.counts["data/dropped_too_long"] += 1
         self.counts["data/datums"] += len(out)
-        self.last_wheres = wheres
-        return out
+        return out, wheres
 
     def stats(self) -> dict[str, int]:
         return dict(self.counts)

@@ -94,7 +94,8 @@ def submit_forward_backward(
     """Forward/backward futures over `data` in microbatches of at most `max_rows` datums, capped at
     the client's largest batch bucket (gradients accumulate, so microbatching changes nothing)."""
     keys = LOSS_KEYS[loss_fn]
-    rows = min(max_rows or len(data), max(client.buckets.batch_buckets))
+    largest = max(client.buckets.batch_buckets)
+    rows = min(max_rows or largest, largest)
     futures = []
     for i in range(0, len(data), rows):
         micro = [
