@@ -1,12 +1,15 @@
 """Training-step throughput: jaxcook vs PyTorch (transformers + peft), same model, batch and LoRA layers.
 
     python -m benchmarks.train_step [--batch 8] [--seq 256] [--iters 3] [--models smollm2,tiny20m]
-                                    [--modes lora,full] [--rank 8]
+                                    [--modes lora,full] [--rank 8] [--no-peer] [--random-weights]
+                                    [--dtype float32|bfloat16]
 
 For each model (SmolLM2-135M-Instruct, and a ~20M-parameter Llama config with the same vocab)
 and each mode (LoRA r8 on every attention and MLP projection; full fine-tuning) it times one
 optimizer step (forward + backward + AdamW) of batch x seq tokens in f32, and prints tokens/s,
-the fraction of this machine's measured f32 matmul peak, and the ratio jaxcook / PyTorch.
+the fraction of this machine's measured matmul peak, and the ratio jaxcook / PyTorch.
+`--no-peer --random-weights` times jaxcook alone on SmolLM2-135M's architecture with random
+weights, for a machine without torch or the model file (a GPU host, say).
 
 FLOPs per step use the usual estimates: full fine-tuning 6 N T, LoRA 4 N T (no weight gradients
 for the frozen base), N = non-embedding parameters + the unembedding, T = tokens, plus attention
@@ -45,8 +48,10 @@ TINY20M = {
 }
 
 
-def matmul_peak_flops(n: int = 2048, iters: int = 5) -> float:
-    a = jnp.ones((n, n), jnp.float32)
+def matmul_peak_flops(n: int = 2048, iters: int = 5, dtype=jnp.float32) -> float:
+    if jax.default_backend() != "cpu":
+        n, iters = 8192, 20
+    a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     t = time.perf_counter()
@@ -71,15 +76,28 @@ def time_steps(step, iters: int) -> float:
     return (time.perf_counter() - t) / iters
 
 
-def jax_model(name: str, lora):
-    if name == "smollm2":
-        return load("smollm2-135m-instruct", lora=lora, tokenizer=False).model
-    return Decoder(ModelConfig.from_hf(TINY20M), lora=lora)
+SMOLLM2_135M = {
+    **TINY20M,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+}
 
 
-def bench_jax(name, mode, batch, seq, iters, rank):
+def jax_model(name: str, lora, random_weights: bool = False, dtype=jnp.float32):
+    if name == "smollm2" and not random_weights:
+        return load("smollm2-135m-instruct", lora=lora, tokenizer=False, param_dtype=dtype).model
+    return Decoder(
+        ModelConfig.from_hf(SMOLLM2_135M if name == "smollm2" else TINY20M), lora=lora, param_dtype=dtype
+    )
+
+
+def bench_jax(name, mode, batch, seq, iters, rank, random_weights=False, dtype=jnp.float32):
     lora = LoraConfig(rank=rank, train_unembed=False) if mode == "lora" else None
-    model = jax_model(name, lora)
+    model = jax_model(name, lora, random_weights, dtype)
     client = LocalTrainingClient(
         model, lora=lora, buckets=BucketConfig(seq_buckets=(seq,), batch_buckets=(batch,))
     )
@@ -143,25 +161,35 @@ def main():
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--models", default="smollm2,tiny20m")
     p.add_argument("--modes", default="lora,full")
+    p.add_argument("--no-peer", action="store_true", help="time jaxcook alone (no torch)")
+    p.add_argument("--random-weights", action="store_true", help="SmolLM2-135M's shapes, random weights")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = p.parse_args()
-    import torch
-
-    peak = matmul_peak_flops()
+    dtype = jnp.dtype(args.dtype)
+    peak = matmul_peak_flops(dtype=dtype)
     tokens = args.batch * args.seq
+    threads = "" if args.no_peer else f"torch threads {__import__('torch').get_num_threads()}, "
     print(
-        f"backend {jax.default_backend()}, torch threads {torch.get_num_threads()}, "
-        f"measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.seq}"
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {threads}measured "
+        f"{args.dtype} matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.seq}, {args.dtype}"
     )
     for name in args.models.split(","):
         for mode in args.modes.split(","):
-            jax_s, cfg = bench_jax(name, mode, args.batch, args.seq, args.iters, args.rank)
-            torch_s = bench_torch(name, mode, args.batch, args.seq, args.iters, args.rank)
-            flops = step_flops(cfg, tokens, args.seq, mode == "lora")
-            print(
-                f"{name:8s} {mode:4s}  jaxcook {tokens / jax_s:8.1f} tok/s ({jax_s:6.2f} s, "
-                f"{flops / jax_s / peak:5.1%} of peak)  pytorch {tokens / torch_s:8.1f} tok/s "
-                f"({torch_s:6.2f} s, {flops / torch_s / peak:5.1%})  ratio {torch_s / jax_s:.2f}x"
+            jax_s, cfg = bench_jax(
+                name, mode, args.batch, args.seq, args.iters, args.rank, args.random_weights, dtype
             )
+            flops = step_flops(cfg, tokens, args.seq, mode == "lora")
+            line = (
+                f"{name:8s} {mode:4s}  jaxcook {tokens / jax_s:8.1f} tok/s ({jax_s:6.3f} s, "
+                f"{flops / jax_s / peak:5.1%} of peak)"
+            )
+            if not args.no_peer:
+                torch_s = bench_torch(name, mode, args.batch, args.seq, args.iters, args.rank)
+                line += (
+                    f"  pytorch {tokens / torch_s:8.1f} tok/s ({torch_s:6.2f} s, "
+                    f"{flops / torch_s / peak:5.1%})  ratio {torch_s / jax_s:.2f}x"
+                )
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

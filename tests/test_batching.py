@@ -129,7 +129,7 @@ def test_batch_is_a_pytree():
     rng = np.random.default_rng(5)
     batch, _ = make_batch([_datum(rng, 4)], pack=False, seq_buckets=SEQ, batch_buckets=BATCH)
     leaves = jax.tree.leaves(batch)
-    assert len(leaves) == 6 + 2 + 1  # six [B,T] arrays + two inputs + datum_valid_D
+    assert len(leaves) == 6 + 2 + 1 + 1  # six [B,T] arrays + two inputs + datum_valid_D + score_idx_BP
     doubled = jax.jit(lambda b: jax.tree.map(lambda x: x * 2, b))(batch)
     assert isinstance(doubled, Batch)
     np.testing.assert_array_equal(doubled.tokens_BT, batch.tokens_BT * 2)

@@ -56,8 +56,28 @@ def chunked_target_logprobs(
 
 
 def target_logprobs(model, batch, *, remat: bool = False, chunk_tokens: int | None = None):
-    """Per-position log p(target) [B, T] (or [B, T, K]) of a `Batch` under `model`."""
+    """Per-position log p(target) [B, T] (or [B, T, K]) of a `Batch` under `model`.
+
+    With `batch.score_idx_BP` non-empty, only those slots are unembedded (gathered, scored and
+    scattered back); every other slot gets 0. The losses never read those slots (see
+    `losses.positions_read`), and the unembedding is a fifth of a small model's forward.
+    """
     hidden_BTD = model(batch.tokens_BT, batch.positions_BT, batch.segment_ids_BT, remat=remat)
-    return chunked_target_logprobs(
-        model.unembed, hidden_BTD, batch.targets_BT, chunk_tokens=chunk_tokens, vocab=model.config.vocab_size
+    idx_BP = batch.score_idx_BP
+    targets = batch.targets_BT
+    if idx_BP.shape[1] == 0:
+        return chunked_target_logprobs(
+            model.unembed, hidden_BTD, targets, chunk_tokens=chunk_tokens, vocab=model.config.vocab_size
+        )
+    # Padding slots hold T: gathered clipped (a real slot, scored for nothing), dropped on scatter.
+    h_BPD = jnp.take_along_axis(hidden_BTD, idx_BP[:, :, None], axis=1, mode="clip")
+    t_idx = idx_BP[:, :, None] if targets.ndim == 3 else idx_BP
+    lp_BP = chunked_target_logprobs(
+        model.unembed,
+        h_BPD,
+        jnp.take_along_axis(targets, t_idx, axis=1, mode="clip"),
+        chunk_tokens=chunk_tokens,
+        vocab=model.config.vocab_size,
     )
+    rows_B1 = jnp.arange(idx_BP.shape[0])[:, None]
+    return jnp.zeros(targets.shape, lp_BP.dtype).at[rows_B1, idx_BP].set(lp_BP, mode="drop")

@@ -22,6 +22,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _masked(x_BT, mask_BT):
@@ -217,3 +218,30 @@ def check_loss_config(name: str, config: dict | None) -> dict[str, object]:
     if unknown:
         raise KeyError(f"loss {name!r} has no config keys {unknown}; valid keys: {sorted(defaults)}")
     return {**defaults, **(config or {})}
+
+
+_RL_LOSSES = frozenset({"importance_sampling", "ppo", "cispo", "dro"})
+
+
+def positions_read(name: str, inputs) -> np.ndarray | None:
+    """The positions of one datum whose log-prob the loss `name` reads (bool `[T]`), from its
+    `loss_fn_inputs` (host arrays); None when it reads every position.
+
+    A position outside this set changes neither the loss, nor its gradient, nor its metrics,
+    whatever its log-prob, so the trainer need not unembed it: `cross_entropy` and `dpo` read
+    nonzero `weights`; the RL losses read nonzero `advantages`, sampler `logprobs` or `mask`
+    (`dro` without a `mask` input penalises every position, so it reads them all).
+    """
+
+    def nonzero(key):
+        a = np.asarray(inputs[key])
+        return (a != 0).any(axis=tuple(range(1, a.ndim))) if a.ndim > 1 else a != 0
+
+    if name in ("cross_entropy", "dpo"):
+        return nonzero("weights")
+    if name in _RL_LOSSES:
+        if name == "dro" and "mask" not in inputs:
+            return None
+        read = nonzero("advantages") | nonzero("logprobs")
+        return read | nonzero("mask") if "mask" in inputs else read
+    return None

@@ -17,7 +17,9 @@ All arrays are host numpy arrays; the caller moves the `Batch` (a pytree) to dev
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,11 +63,25 @@ class BucketConfig:
 
     seq_buckets: tuple[int, ...] = default_seq_buckets(4096)
     batch_buckets: tuple[int, ...] = default_batch_buckets(64)
+    # Scored positions per row, as fractions of T (see `make_batch`); () unembeds every position.
+    score_fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75)
 
     def __post_init__(self):
         for name in ("seq_buckets", "batch_buckets"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             _check_buckets(name, getattr(self, name))
+        fractions = tuple(float(f) for f in self.score_fractions)
+        if list(fractions) != sorted(set(fractions)) or not all(0 < f < 1 for f in fractions):
+            raise ValueError(
+                f"BucketConfig.score_fractions must be strictly increasing in (0, 1), got {fractions}"
+            )
+        object.__setattr__(self, "score_fractions", fractions)
+
+    @property
+    def num_programs(self) -> int:
+        """The most `(B, T, P)` shapes a run can compile: every (B, T), scored in full or at
+        one of the `score_fractions`."""
+        return len(bucket_shapes(self)) * (1 + len(self.score_fractions))
 
 
 def bucket_shapes(config: BucketConfig) -> list[tuple[int, int]]:
@@ -99,6 +115,8 @@ class Batch:
     targets_BT      int32   `[B, T]` target ids, or `[B, T, K]` for soft (top-K) targets
     inputs          dict of float32 `[B, T]` / `[B, T, K]`: every other loss_fn_input, 0 on padding
     datum_valid_D   float32 `[D]`, 1 for datum slots 0..N-1 (real datums), 0 after; see module doc
+    score_idx_BP    int32   `[B, P]`: the slots of row b whose log-prob is computed, padded with T;
+                            P = 0 (shape `[B, 0]`) means every slot
     """
 
     tokens_BT: np.ndarray
@@ -109,6 +127,7 @@ class Batch:
     targets_BT: np.ndarray
     inputs: dict[str, np.ndarray]
     datum_valid_D: np.ndarray
+    score_idx_BP: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -224,10 +243,34 @@ def _place(
     return best
 
 
+def _score_index(scored_dest: np.ndarray, b: int, t: int, fractions: Sequence[float]) -> np.ndarray:
+    """`[B, P]` slots per row from the flat `[B*T]` indices of the scored positions: P is the
+    smallest `ceil(f * T)` (f in `fractions`) that holds the fullest row, or 0 (every slot)."""
+    rows, cols = np.divmod(np.sort(scored_dest), t)
+    fullest = int(np.bincount(rows, minlength=b).max()) if len(rows) else 0
+    p = next((size for f in fractions if (size := math.ceil(round(f * t, 6))) >= fullest), t)
+    if p >= t:
+        return np.zeros((b, 0), np.int32)
+    idx = np.full((b, p), t, np.int32)
+    first = np.searchsorted(rows, rows, side="left")  # rows are sorted: index of the row's first
+    idx[rows, np.arange(len(rows)) - first] = cols
+    return idx
+
+
 def make_batch(
-    data: Sequence[Datum], *, pack: bool, seq_buckets: Sequence[int], batch_buckets: Sequence[int]
+    data: Sequence[Datum],
+    *,
+    pack: bool,
+    seq_buckets: Sequence[int],
+    batch_buckets: Sequence[int],
+    scored: Sequence[np.ndarray | None] | None = None,
+    score_fractions: Sequence[float] = (),
 ) -> tuple[Batch, Layout]:
-    """Pad or pack `data` into a bucketed `Batch`; the `Layout` maps outputs back to datums."""
+    """Pad or pack `data` into a bucketed `Batch`; the `Layout` maps outputs back to datums.
+
+    `scored` (one bool `[length]` per datum, None = all of it) restricts the log-probs to those
+    positions (`Batch.score_idx_BP`) when the fullest row fits in a `score_fractions` share of T.
+    """
     if not data:
         raise ValueError("make_batch needs at least one datum")
     _check_buckets("seq_buckets", seq_buckets)
@@ -276,6 +319,17 @@ def make_batch(
         targets_BT=scatter(np.concatenate([d.loss_fn_inputs[TARGET_KEY] for d in data]), np.int32),
         inputs=inputs,
         datum_valid_D=datum_valid_D,
+        score_idx_BP=np.zeros((b, 0), np.int32),
     )
+    if scored is not None and score_fractions:
+        flags = [
+            np.ones(d.length, bool) if m is None else np.asarray(m, bool)
+            for m, d in zip(scored, data, strict=True)
+        ]
+        for i, (f, d) in enumerate(zip(flags, data)):
+            if f.shape != (d.length,):
+                raise ValueError(f"datum {i}: scored positions have shape {f.shape}, expected ({d.length},)")
+        idx = _score_index(dest[np.concatenate(flags)], b, t, score_fractions)
+        batch = dataclasses.replace(batch, score_idx_BP=idx)
     layout = Layout(rows_N=rows_N, starts_N=starts_N, lengths_N=lengths_N, batch_size=b, seq_len=t)
     return batch, layout

@@ -84,14 +84,21 @@ class LocalTrainingClient:
 
     # -- batching -------------------------------------------------------------------------------
 
-    def _batch(self, data: list[Datum]):
+    def _batch(self, data: list[Datum], loss_fn: str | None = None):
+        """Device `Batch` and `Layout`; with a built-in `loss_fn`, only the positions it reads get
+        log-probs (`losses.positions_read`; the outputs hold 0 elsewhere)."""
         if not data:
             raise ValueError("empty list of datums")
+        scored = (
+            None if loss_fn is None else [losses_lib.positions_read(loss_fn, d.loss_fn_inputs) for d in data]
+        )
         batch, layout = make_batch(
             data,
             pack=self.pack,
             seq_buckets=self.buckets.seq_buckets,
             batch_buckets=self.buckets.batch_buckets,
+            scored=scored,
+            score_fractions=self.buckets.score_fractions,
         )
         shards = sharding.num_batch_shards(self.mesh)
         if batch.tokens_BT.shape[0] % shards:
@@ -121,7 +128,7 @@ class LocalTrainingClient:
     ) -> Future:
         config = tuple(sorted(losses_lib.check_loss_config(loss_fn, loss_fn_config).items()))
         losses_lib.check_loss_inputs(loss_fn, data[0].loss_fn_inputs.keys() if data else ())
-        batch, layout = self._batch(data)
+        batch, layout = self._batch(data, loss_fn)
 
         def run():
             self._state, (logp, metrics) = self.steps.forward_backward(
@@ -143,7 +150,7 @@ class LocalTrainingClient:
         `reference_params()`) replaces the current trainable weights for this call."""
         config = tuple(sorted(losses_lib.check_loss_config(loss_fn, loss_fn_config).items()))
         losses_lib.check_loss_inputs(loss_fn, data[0].loss_fn_inputs.keys() if data else ())
-        batch, layout = self._batch(data)
+        batch, layout = self._batch(data, loss_fn)
 
         def run():
             weights = self._state.params if params is None else params

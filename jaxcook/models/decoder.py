@@ -20,6 +20,7 @@ from flax import nnx
 from jaxcook.lora import LoraConfig
 from jaxcook.models.attention import attention_mask, gqa_attention
 from jaxcook.models.config import ModelConfig
+from jaxcook.models.fused import swiglu
 from jaxcook.models.layers import Embed, Linear, LoraAdapter, RMSNorm
 from jaxcook.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
 
@@ -70,7 +71,7 @@ class MLP(nnx.Module):
         self.down_proj = Linear(F, D, axes=("mlp", "embed"), **common)
 
     def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class Block(nnx.Module):

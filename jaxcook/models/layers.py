@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcook.models.fused import lora_matmul, matmul
+
 
 def param(value, names: tuple[str | None, ...], kind=nnx.Param):
     return kind(value, sharding_names=names, eager_sharding=False)
@@ -56,12 +58,14 @@ class Linear(nnx.Module):
         )
 
     def __call__(self, x):
-        y = x @ self.kernel[...].astype(x.dtype)
+        kernel = self.kernel[...].astype(x.dtype)
+        if self.lora_a is None:
+            y = matmul(x, kernel)
+        else:
+            a, b = self.lora_a[...].astype(x.dtype), self.lora_b[...].astype(x.dtype)
+            y = lora_matmul(x, kernel, a, b, self.lora_scale)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
-        if self.lora_a is not None:
-            a, b = self.lora_a[...].astype(x.dtype), self.lora_b[...].astype(x.dtype)
-            y = y + ((x @ a) @ b) * jnp.asarray(self.lora_scale, x.dtype)
         return y
 
 

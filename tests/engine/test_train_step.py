@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcook.engine.batching import BucketConfig, bucket_shapes
+from jaxcook.engine.batching import BucketConfig
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
 from jaxcook.types import AdamParams
@@ -92,14 +92,15 @@ def test_compiles_stay_within_bucket_count():
     try:
         for i in range(12):
             data = random_datums(int(rng.integers(1, 9)), lengths=(2, 31), seed=10 + i)
-            shapes.add(c._batch(data)[0].tokens_BT.shape)
+            batch = c._batch(data, "cross_entropy")[0]
+            shapes.add((batch.tokens_BT.shape, batch.score_idx_BP.shape))
             c.forward_backward(data)
             c.optim_step(AdamParams(learning_rate=float(rng.random()) * 1e-3)).result()
     finally:
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(handler)
     assert len(shapes) > 1
-    assert handler.counts["_forward_backward"] == len(shapes) <= len(bucket_shapes(BUCKETS))
+    assert handler.counts["_forward_backward"] == len(shapes) <= BUCKETS.num_programs
     assert handler.counts["optim_step"] == 1  # a new learning rate is data, not a new program
 
 
