@@ -159,7 +159,13 @@ class SampleResponse:
 
 @dataclass(frozen=True)
 class ForwardBackwardOutput:
-    """Per-datum outputs (`logprobs` of the targets under the current weights) and summed metrics."""
+    """Per-datum outputs (`logprobs` of the targets under the current weights) and summed metrics.
+
+    `logprobs` are computed at the positions the loss reads (`core.losses.positions_read`: nonzero
+    `weights` for `cross_entropy` and `dpo`; nonzero `advantages`, `logprobs` or `mask` for the RL
+    losses) and may be 0 elsewhere; pass weights of 1 where you want a log-prob (or build the
+    client with `BucketConfig(score_fractions=())` to get every position).
+    """
 
     loss_fn_outputs: list[dict[str, np.ndarray]]
     metrics: dict[str, float]
