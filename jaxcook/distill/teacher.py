@@ -128,13 +128,15 @@ class Teacher:
         return max(self.client.buckets.batch_buckets)
 
     def score(self, data: Sequence[Datum]) -> list[np.ndarray]:
-        """log p_teacher(target_t | tokens < t) for every target of every datum (its own tokens)."""
+        """log p_teacher(target_t | tokens < t) at every target a datum's `mask` marks (every target
+        when it has no `mask`; 0 elsewhere: those positions are not unembedded)."""
         probe = []
         for d in data:
             targets = np.asarray(d.loss_fn_inputs["target_tokens"])
             if targets.ndim != 1:
                 raise ValueError(f"Teacher.score needs 1-D target_tokens, got shape {targets.shape}")
-            probe.append(Datum(d.model_input, {"target_tokens": targets, "weights": np.ones(len(targets))}))
+            wanted = d.loss_fn_inputs.get("mask", np.ones(len(targets)))
+            probe.append(Datum(d.model_input, {"target_tokens": targets, "weights": wanted}))
         rows = self._rows()
         futures = [self.client.forward(probe[i : i + rows]) for i in range(0, len(probe), rows)]
         return [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
@@ -145,7 +147,10 @@ class Teacher:
             raise ValueError("score_completions: an empty completion has nothing to score")
         prompt = self.renderer.build_generation_prompt(self.prompt_messages(messages)).to_ints()
         seq = prompt + [int(t) for t in completion]
-        datum = Datum(ModelInput.from_ints(seq[:-1]), {"target_tokens": np.asarray(seq[1:], np.int32)})
+        mask = (np.arange(len(seq) - 1) >= len(prompt) - 1).astype(np.float32)  # the completion's targets
+        datum = Datum(
+            ModelInput.from_ints(seq[:-1]), {"target_tokens": np.asarray(seq[1:], np.int32), "mask": mask}
+        )
         return datum, len(prompt)
 
     def score_completions(
