@@ -6,11 +6,12 @@ Two layouts, both one row per `B` index:
   positions (restarting at 0) and its own segment id, so attention can be masked per datum.
 
 Shapes round up to the sizes in `BucketConfig` so that a run compiles at most
-`len(bucket_shapes(config))` programs per (loss, set of input keys, K). The number of datum
-slots `D` (the per-datum axis DPO reduces over) is not a third bucket axis: it is a function of
-`(B, T)`: `D = B` when padding (one datum per row) and `D = B * T` when packing (a datum has at
-least one token, so a `[B, T]` batch holds at most `B * T` of them). `datum_valid_D` marks the
-real datums; `datum_ids_BT` indexes it (and the input list).
+`config.num_programs` programs per (loss, set of input keys, K): one per `(B, T)` and per
+scored-position count `P` (every slot, or one of the `score_fractions` of T; see `make_batch`).
+The number of datum slots `D` (the per-datum axis DPO reduces over) is not a bucket axis: it is
+a function of `(B, T)`: `D = B` when padding (one datum per row) and `D = B * T` when packing
+(a datum has at least one token, so a `[B, T]` batch holds at most `B * T` of them).
+`datum_valid_D` marks the real datums; `datum_ids_BT` indexes it (and the input list).
 
 All arrays are host numpy arrays; the caller moves the `Batch` (a pytree) to devices.
 """
