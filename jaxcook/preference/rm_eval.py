@@ -30,41 +30,36 @@ class LabelAccuracyEvaluator:
         self.groups = groups
         self.batch_size, self.name = batch_size, name
         self.labels = {k: v for k, v in label_token_ids.items() if k in ("A", "B")}
-        self.items = []  # (true datum, [alternative datums])
+        # One forward per datum: soft targets [T, K], column 0 the true verdict and the others the
+        # alternatives (repeated to a common K), weighted only at the verdict's position.
+        k_cols = 1 + len(self.labels)
+        self.items = []  # (datum with [T, K] targets, position of the verdict)
         for d in data:
             trained = np.flatnonzero(d.loss_fn_inputs["weights"] > 0)
             if len(trained) != 1:
                 raise ValueError(f"a reward-model datum must train exactly one token, got {len(trained)}")
             pos = int(trained[0])
-            true_id = int(d.loss_fn_inputs["target_tokens"][pos])
-            alts = []
-            for tok in self.labels.values():
-                if tok != true_id:
-                    targets = d.loss_fn_inputs["target_tokens"].copy()
-                    targets[pos] = tok
-                    alts.append(Datum(d.model_input, {**d.loss_fn_inputs, "target_tokens": targets}))
-            self.items.append((pos, d, alts))
+            targets_T = np.asarray(d.loss_fn_inputs["target_tokens"])
+            true_id = int(targets_T[pos])
+            cols = [true_id, *(tok for tok in self.labels.values() if tok != true_id)]
+            cols += [cols[-1]] * (k_cols - len(cols))
+            targets_TK = np.repeat(targets_T[:, None], k_cols, axis=1)
+            targets_TK[pos] = cols
+            weights_TK = np.zeros(targets_TK.shape, np.float32)
+            weights_TK[pos] = 1.0
+            self.items.append(
+                (Datum(d.model_input, {"target_tokens": targets_TK, "weights": weights_TK}), pos)
+            )
 
-    def _logprobs_at(self, client, data: list[Datum], positions: list[int]) -> np.ndarray:
+    def __call__(self, client) -> dict[str, float]:
+        data = [d for d, _ in self.items]
         futures = [
             client.forward(data[i : i + self.batch_size]) for i in range(0, len(data), self.batch_size)
         ]
         outs = [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
-        return np.asarray([lp[p] for lp, p in zip(outs, positions, strict=True)])
-
-    def __call__(self, client) -> dict[str, float]:
-        flat, positions, owner = [], [], []
-        for k, (pos, true, alts) in enumerate(self.items):
-            for d in (true, *alts):
-                flat.append(d)
-                positions.append(pos)
-                owner.append(k)
-        lp = self._logprobs_at(client, flat, positions)
-        right, start = [], 0
-        for _, _, alts in self.items:
-            true_lp, alt_lp = lp[start], lp[start + 1 : start + 1 + len(alts)]
-            right.append(bool(np.all(true_lp > alt_lp)))
-            start += 1 + len(alts)
+        right = [
+            bool(np.all(lp[pos, 0] > lp[pos, 1:])) for lp, (_, pos) in zip(outs, self.items, strict=True)
+        ]
         out = {f"{self.name}/label_accuracy": float(np.mean(right))}
         if self.groups is not None and len(set(self.groups)) > 1:
             for g in sorted(set(self.groups)):

@@ -155,3 +155,36 @@ def test_label_accuracy_overall_and_per_group(comparison_renderer):
     assert LabelAccuracyEvaluator(data, ids)(_FixedLogprobs(ids["A"])) == {"test/label_accuracy": 0.5}
     with pytest.raises(ValueError, match="2 groups for 6 datums"):
         LabelAccuracyEvaluator(data, ids, groups=["a", "b"])
+
+
+def test_label_accuracy_one_forward_matches_two_on_a_real_model():
+    """The single [T, K] forward gives the verdicts of scoring each label in its own forward."""
+    from jaxcook.engine.batching import BucketConfig
+    from jaxcook.engine.training_client import LocalTrainingClient
+    from jaxcook.preference.rm_eval import LabelAccuracyEvaluator
+    from jaxcook.types import Datum
+    from tests.engine.tiny import random_datums, tiny_model
+
+    ids = {"A": 5, "B": 7}
+    data = []
+    for k, d in enumerate(random_datums(12, lengths=(6, 20), seed=9)):
+        targets, weights = d.loss_fn_inputs["target_tokens"].copy(), np.zeros(d.length, np.float32)
+        targets[-1], weights[-1] = ids["AB"[k % 2]], 1.0
+        data.append(Datum(d.model_input, {"target_tokens": targets, "weights": weights}))
+    client = LocalTrainingClient(
+        tiny_model(), lora=None, buckets=BucketConfig(seq_buckets=(32,), batch_buckets=(4, 8, 16))
+    )
+    got = LabelAccuracyEvaluator(data, ids, batch_size=8)(client)
+
+    def last_logprob(label):
+        probe = []
+        for d in data:
+            targets = d.loss_fn_inputs["target_tokens"].copy()
+            targets[-1] = ids[label]
+            probe.append(Datum(d.model_input, {**d.loss_fn_inputs, "target_tokens": targets}))
+        return np.array([o["logprobs"][-1] for o in client.forward(probe).result().loss_fn_outputs])
+
+    a, b = last_logprob("A"), last_logprob("B")
+    right = [(a[k] > b[k]) if k % 2 == 0 else (b[k] > a[k]) for k in range(len(data))]
+    assert 0 < np.mean(right) < 1  # a random model gets some right and some wrong
+    assert got == {"test/label_accuracy": pytest.approx(np.mean(right))}
