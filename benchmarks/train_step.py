@@ -168,7 +168,11 @@ def main():
     dtype = jnp.dtype(args.dtype)
     peak = matmul_peak_flops(dtype=dtype)
     tokens = args.batch * args.seq
-    threads = "" if args.no_peer else f"torch threads {__import__('torch').get_num_threads()}, "
+    threads = ""
+    if not args.no_peer:
+        import torch
+
+        threads = f"torch threads {torch.get_num_threads()}, "
     print(
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {threads}measured "
         f"{args.dtype} matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.seq}, {args.dtype}"

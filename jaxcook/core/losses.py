@@ -220,9 +220,6 @@ def check_loss_config(name: str, config: dict | None) -> dict[str, object]:
     return {**defaults, **(config or {})}
 
 
-_RL_LOSSES = frozenset({"importance_sampling", "ppo", "cispo", "dro"})
-
-
 def positions_read(name: str, inputs) -> np.ndarray | None:
     """The positions of one datum whose log-prob the loss `name` reads (bool `[T]`), from its
     `loss_fn_inputs` (host arrays); None when it reads every position.
@@ -239,7 +236,7 @@ def positions_read(name: str, inputs) -> np.ndarray | None:
 
     if name in ("cross_entropy", "dpo"):
         return nonzero("weights")
-    if name in _RL_LOSSES:
+    if "advantages" in REQUIRED_INPUTS.get(name, ()):  # the RL losses
         if name == "dro" and "mask" not in inputs:
             return None
         read = nonzero("advantages") | nonzero("logprobs")

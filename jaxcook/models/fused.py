@@ -46,7 +46,7 @@ def _lora_bwd(scale, res, dy):
     dx = (dy2 @ kernel.T + g @ a.T).reshape(*lead, x.shape[-1])
     da = (g.T @ x2).T
     db = (u.T @ dy2) * s
-    dkernel = _weight_grad(x2, dy2) if kernel_grad is not None else None  # None: a zero cotangent
+    dkernel = _weight_grad(x2, dy2).astype(kernel.dtype) if kernel_grad is not None else None  # None: zero
     return dx, dkernel, da.astype(a.dtype), db.astype(b.dtype)
 
 

@@ -42,6 +42,8 @@ def prompt_then_answer(data: list[Datum], answer: int, **rl) -> list[Datum]:
 def run(buckets, data, loss_fn, config=None, pack=False):
     lora = LoraConfig(rank=4)
     c = LocalTrainingClient(tiny_model(lora), lora=lora, buckets=buckets, pack=pack)
+    scored_slots = c._batch(data, loss_fn)[0].score_idx_BP.shape[1]
+    assert (scored_slots > 0) == bool(buckets.score_fractions)  # SCORED really unembeds a subset
     out = c.forward_backward(data, loss_fn, config).result()
     c.optim_step(ADAM).result()
     return out, jax.device_get(c.current_state().result().params)
