@@ -17,7 +17,6 @@ from pathlib import Path
 
 from jaxcook.distill.on_policy import DistillDatasetConfig, OnPolicyConfig, train
 from jaxcook.distill.teacher import TeacherConfig
-from jaxcook.engine.checkpoint import Checkpointer
 from jaxcook.lora import LoraConfig
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
@@ -71,14 +70,12 @@ def tiny() -> Config:
 def finished_teacher(log_dir: Path, steps: int) -> str | None:
     """The final checkpoint of a finished `steps`-step teacher run in `log_dir`, else None (an
     unfinished one is resumed by rerunning it)."""
-    ckpts = Checkpointer(log_dir / "checkpoints")
-    try:
-        latest = ckpts.steps()[-1] if ckpts.steps() else None
-        path = ckpts.path(latest) if latest is not None else None
-    finally:
-        ckpts.close()
-    if path is None:
+    from jaxcook.workflows.training_run import read_records
+
+    records = read_records(log_dir)
+    if not records:
         return None
+    path = Path(records[-1]["state_path"])
     try:  # the checkpoint's JSON meta (written by TrainingRun.save)
         meta = json.loads((path / "meta" / "metadata").read_text())
     except (OSError, ValueError):

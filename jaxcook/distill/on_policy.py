@@ -213,7 +213,6 @@ def train(cfg: OnPolicyConfig) -> RunResult:
     from jaxcook.config import config_to_dict
     from jaxcook.distill.evaluation import evaluate_teacher_kl
     from jaxcook.logging.metrics import JsonlLogger
-    from jaxcook.sampling.client import LocalSamplingClient
     from jaxcook.workflows import rl
 
     sources = _sources(cfg)
@@ -223,7 +222,7 @@ def train(cfg: OnPolicyConfig) -> RunResult:
         if not cfg.n_eval_prompts:
             return {}
         held_out = [load_prompts(s, seed=cfg.seed)[1][: cfg.n_eval_prompts] for s in sources]
-        sampler = LocalSamplingClient.from_training_client(ctx.client, seed=cfg.seed)
+        sampler = ctx.client.save_weights_and_get_sampling_client()
         try:
             sources_k = list(zip(teachers, held_out))
             metrics, _ = evaluate_teacher_kl(
@@ -236,7 +235,7 @@ def train(cfg: OnPolicyConfig) -> RunResult:
     def make_shaper(ctx) -> TeacherKLShaper:
         teachers = load_teachers(cfg, ctx.setup.tokenizer)
         state.update(ctx=ctx, teachers=teachers)
-        fresh = not ctx.run.checkpointer.steps()  # a resumed run logged its initial eval already
+        fresh = not ctx.run.saved_steps()  # a resumed run logged its initial eval already
         ctx.run.log_dir.mkdir(parents=True, exist_ok=True)
         (ctx.run.log_dir / "distill_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
         return TeacherKLShaper(

@@ -134,9 +134,7 @@ def teacher_answers(
 ) -> tuple[list[dict], dict[str, float]]:
     """The prompted teacher's answers as `{"messages": [...question, answer]}` rows (no system
     prompt), dropping truncated ones unless `keep_truncated`; and counts and criteria rates."""
-    from jaxcook.sampling.client import LocalSamplingClient
-
-    sampler = LocalSamplingClient.from_training_client(teacher.client, seed=seed)
+    sampler = teacher.client.save_weights_and_get_sampling_client()
     try:
         seqs = sample_prompts(
             sampler,
@@ -188,10 +186,8 @@ class PromptDistillEvaluator:
         self.teacher, self.setup, self.prompts, self.cfg = teacher, setup, prompts, cfg
 
     def __call__(self, client) -> dict[str, float]:
-        from jaxcook.sampling.client import LocalSamplingClient
-
         cfg, renderer = self.cfg, self.setup.renderer
-        sampler = LocalSamplingClient.from_training_client(client, seed=cfg.seed)
+        sampler = client.save_weights_and_get_sampling_client()
         try:
             metrics, samples = evaluate_teacher_kl(
                 sampler, renderer, [(self.teacher, self.prompts)], max_tokens=cfg.max_tokens, seed=cfg.seed

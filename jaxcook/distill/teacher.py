@@ -13,7 +13,8 @@ was biased by +0.29 nats/token), so when its renderer differs from the student's
 `system_prompt` the student does not see (prompt distillation), `score_completions` re-renders the
 prompt messages with the teacher's renderer and scores the student's completion tokens after them.
 
-Scoring runs the teacher's training-client forward (the same chunked log-softmax as the trainer),
+Scoring runs the teacher's training-client `forward` through the port (on the local backend the
+same chunked log-softmax as the trainer),
 so a teacher with the student's weights and renderer gives the student's trainer log-probs exactly.
 """
 
@@ -21,15 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
-import jax
 import numpy as np
-from flax import nnx
 
-from jaxcook.core.topk import chunked_topk_logprobs
-from jaxcook.engine import sharding
-from jaxcook.engine.batching import make_batch, unbatch
 from jaxcook.renderers import Message
 from jaxcook.types import Datum, ModelInput
 from jaxcook.workflows.common import ModelOptions, make_setup
@@ -67,13 +62,6 @@ def check_same_tokenizer(student_tok, teacher_tok, *, student: str, teacher: str
         "teacher scores the student's token ids, so both must use one tokenizer; cross-tokenizer "
         "distillation is not supported: pick a teacher of the student's model family"
     )
-
-
-@partial(jax.jit, static_argnums=(0, 4))
-def _topk(graphdef, params, frozen, batch, k: int):
-    model = nnx.merge(graphdef, params, frozen)
-    hidden_BTD = model(batch.tokens_BT, batch.positions_BT, batch.segment_ids_BT)
-    return chunked_topk_logprobs(model.unembed, hidden_BTD, k)
 
 
 class Teacher:
@@ -124,9 +112,6 @@ class Teacher:
             return [{"role": "system", "content": f"{system}\n\n{messages[0]['content']}"}, *messages[1:]]
         return [{"role": "system", "content": system}, *messages]
 
-    def _rows(self) -> int:
-        return max(self.client.buckets.batch_buckets)
-
     def score(self, data: Sequence[Datum]) -> list[np.ndarray]:
         """log p_teacher(target_t | tokens < t) at every target a datum's `mask` marks (every target
         when it has no `mask`; 0 elsewhere: those positions are not unembedded)."""
@@ -137,9 +122,7 @@ class Teacher:
                 raise ValueError(f"Teacher.score needs 1-D target_tokens, got shape {targets.shape}")
             wanted = d.loss_fn_inputs.get("mask", np.ones(len(targets)))
             probe.append(Datum(d.model_input, {"target_tokens": targets, "weights": wanted}))
-        rows = self._rows()
-        futures = [self.client.forward(probe[i : i + rows]) for i in range(0, len(probe), rows)]
-        return [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
+        return [o["logprobs"] for o in self.client.forward(probe).result().loss_fn_outputs]
 
     def completion_datum(self, messages: Sequence[Message], completion: Sequence[int]) -> tuple[Datum, int]:
         """The teacher's datum of `messages` (its format) + `completion`, and the prompt length."""
@@ -164,34 +147,10 @@ class Teacher:
         # target t of the datum is token t+1 of the sequence: the completion starts at target n_prompt-1
         return [lp[n - 1 :] for lp, (_, n) in zip(scored, made)]
 
-    def _placed_batch(self, data: Sequence[Datum]):
-        """`data` as a bucketed `Batch` on the teacher's mesh (rows split over it), and its layout."""
-        c = self.client
-        batch, layout = make_batch(
-            data, pack=c.pack, seq_buckets=c.buckets.seq_buckets, batch_buckets=c.buckets.batch_buckets
-        )
-        B = batch.tokens_BT.shape[0]
-        row, rep = sharding.batch_sharding(c.mesh), sharding.replicated(c.mesh)
-        return jax.tree.map(
-            lambda x: jax.device_put(x, row if x.ndim and x.shape[0] == B else rep), batch
-        ), layout
-
     def topk(self, data: Sequence[Datum], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per datum, `(ids_TK, logp_TK)`: the teacher's `k` most likely next tokens at each input
         position (aligned with `target_tokens`) and their log-probabilities."""
-        params = self.client.current_state().result().params
-        rows, out = self._rows(), []
-        for i in range(0, len(data), rows):
-            probe = [
-                Datum(d.model_input, {"target_tokens": np.zeros(d.length, np.int32)})
-                for d in data[i : i + rows]
-            ]
-            batch, layout = self._placed_batch(probe)
-            ids_BTK, lp_BTK = jax.device_get(
-                _topk(self.client.graphdef, params, self.client.frozen, batch, k)
-            )
-            out += list(zip(unbatch(layout, ids_BTK), unbatch(layout, lp_BTK)))
-        return out
+        return self.client.forward_topk(list(data), k).result()
 
     def close(self) -> None:
         self.client.close()

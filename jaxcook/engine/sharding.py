@@ -7,13 +7,13 @@ device the mesh is 1 x 1 and every sharding is trivial: the same code runs every
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxcook.mesh_config import MeshConfig  # noqa: F401 - re-exported: it configures make_mesh
 
 # logical axis -> mesh axis (None = replicated)
 RULES: dict[str, str | None] = {
@@ -25,14 +25,6 @@ RULES: dict[str, str | None] = {
     "kv_heads": None,
 }
 BATCH_AXES = ("data", "fsdp")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MeshConfig:
-    """`data` x `fsdp` devices; -1 takes the remaining devices."""
-
-    data: int = 1
-    fsdp: int = -1
 
 
 def make_mesh(config: MeshConfig = MeshConfig(), devices=None) -> Mesh:

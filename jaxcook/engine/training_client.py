@@ -1,32 +1,67 @@
 """The local `TrainingClient`: Tinker's training calls, run by the pure train step on local devices.
 
-Every call returns a `concurrent.futures.Future` at once and runs on one worker thread in
-submission order, so `forward_backward` then `optim_step` can be submitted back to back
-("same clock cycle" pipelining). Batching (host work) happens on the caller's thread at
+It implements `jaxcook.ports.TrainingClient`; `jaxcook.backends.local` builds it. Every call
+returns a `concurrent.futures.Future` at once and runs on one worker thread in submission
+order, so `forward_backward` then `optim_step` can be submitted back to back ("same clock
+cycle" pipelining). Batching (host work) happens on the caller's thread at
 submission, while the worker dispatches the previous call to the device: the host prepares the
 next batch while the device computes.
+
+The local fast paths live here, behind the port: a list longer than the largest batch bucket is
+split into several device calls; a built-in loss unembeds only the positions it reads; the
+sampling clients it makes score prompts (`compute_logprobs`) with the trainer's own forward.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh
 
 from jaxcook import lora as lora_lib
 from jaxcook.core import losses as losses_lib
 from jaxcook.core.optim import adam_hparams
+from jaxcook.core.topk import chunked_topk_logprobs
 from jaxcook.engine import checkpoint as ckpt
 from jaxcook.engine import sharding
 from jaxcook.engine.batching import BucketConfig, make_batch, unbatch
 from jaxcook.engine.train_step import StepFunctions, TrainState, init_train_state
-from jaxcook.types import AdamParams, Datum, ForwardBackwardOutput
+from jaxcook.ports import ModelInfo, SavedPath
+from jaxcook.types import AdamParams, Datum, ForwardBackwardOutput, ModelInput
+
+CE_CONFIG = tuple(sorted(losses_lib.check_loss_config("cross_entropy", None).items()))
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _topk(graphdef, params, frozen, batch, k: int):
+    model = nnx.merge(graphdef, params, frozen)
+    hidden_BTD = model(batch.tokens_BT, batch.positions_BT, batch.segment_ids_BT)
+    return chunked_topk_logprobs(model.unembed, hidden_BTD, k)
+
+
+def _merge_outputs(outputs: list[ForwardBackwardOutput], sizes: list[int]) -> ForwardBackwardOutput:
+    """One output of a call split into several: per-datum outputs concatenated; `*:sum` metrics
+    summed, the others (means) averaged weighted by each part's datum count."""
+    if len(outputs) == 1:
+        return outputs[0]
+    per_datum = [o for out in outputs for o in out.loss_fn_outputs]
+    metrics = {}
+    for key in outputs[0].metrics:
+        values = [out.metrics[key] for out in outputs]
+        if key.endswith(":sum"):
+            metrics[key] = float(sum(values))
+        else:
+            metrics[key] = float(sum(v * n for v, n in zip(values, sizes)) / sum(sizes))
+    return ForwardBackwardOutput(per_datum, metrics)
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
@@ -111,6 +146,14 @@ class LocalTrainingClient:
         batch = jax.tree.map(lambda x: jax.device_put(x, row if x.ndim and x.shape[0] == B else rep), batch)
         return batch, layout
 
+    def _parts(self, data: list[Datum]) -> list[list[Datum]]:
+        """`data` in consecutive parts of at most the largest batch bucket (padded rows; packed
+        rows hold several datums, so a packing client takes the list whole)."""
+        rows = max(self.buckets.batch_buckets)
+        if self.pack or len(data) <= rows:
+            return [data]
+        return [data[i : i + rows] for i in range(0, len(data), rows)]
+
     def _submit(self, fn, *args) -> Future:
         with self._lock:
             return self._executor.submit(fn, *args)
@@ -128,13 +171,16 @@ class LocalTrainingClient:
     ) -> Future:
         config = tuple(sorted(losses_lib.check_loss_config(loss_fn, loss_fn_config).items()))
         losses_lib.check_loss_inputs(loss_fn, data[0].loss_fn_inputs.keys() if data else ())
-        batch, layout = self._batch(data, loss_fn)
+        parts = [(part, *self._batch(part, loss_fn)) for part in self._parts(data)]
 
         def run():
-            self._state, (logp, metrics) = self.steps.forward_backward(
-                self._state, self.frozen, batch, loss_fn, config
-            )
-            return self._outputs(layout, logp, metrics)
+            outputs = []
+            for _, batch, layout in parts:
+                self._state, (logp, metrics) = self.steps.forward_backward(
+                    self._state, self.frozen, batch, loss_fn, config
+                )
+                outputs.append(self._outputs(layout, logp, metrics))
+            return _merge_outputs(outputs, [len(p) for p, _, _ in parts])
 
         return self._submit(run)
 
@@ -150,12 +196,15 @@ class LocalTrainingClient:
         `reference_params()`) replaces the current trainable weights for this call."""
         config = tuple(sorted(losses_lib.check_loss_config(loss_fn, loss_fn_config).items()))
         losses_lib.check_loss_inputs(loss_fn, data[0].loss_fn_inputs.keys() if data else ())
-        batch, layout = self._batch(data, loss_fn)
+        parts = [(part, *self._batch(part, loss_fn)) for part in self._parts(data)]
 
         def run():
             weights = self._state.params if params is None else params
-            logp, metrics = self.steps.forward(weights, self.frozen, batch, loss_fn, config)
-            return self._outputs(layout, logp, metrics)
+            outputs = []
+            for _, batch, layout in parts:
+                logp, metrics = self.steps.forward(weights, self.frozen, batch, loss_fn, config)
+                outputs.append(self._outputs(layout, logp, metrics))
+            return _merge_outputs(outputs, [len(p) for p, _, _ in parts])
 
         return self._submit(run)
 
@@ -171,6 +220,25 @@ class LocalTrainingClient:
 
         return self._submit(run)
 
+    def forward_topk(self, data: list[Datum], k: int) -> Future:
+        """Per datum `(ids_TK, logp_TK)`: the `k` most likely next tokens at each input position
+        (aligned with `target_tokens`) under the current weights, and their log-probabilities."""
+        if k < 1:
+            raise ValueError(f"forward_topk: k must be >= 1, got {k}")
+        probes = [Datum(d.model_input, {"target_tokens": np.zeros(d.length, np.int32)}) for d in data]
+        parts = [self._batch(part) for part in self._parts(probes)]
+
+        def run():
+            out = []
+            for batch, layout in parts:
+                ids_BTK, lp_BTK = jax.device_get(
+                    _topk(self.graphdef, self._state.params, self.frozen, batch, k)
+                )
+                out += list(zip(unbatch(layout, ids_BTK), unbatch(layout, lp_BTK)))
+            return out
+
+        return self._submit(run)
+
     def optim_step(self, adam: AdamParams) -> Future:
         hparams = adam_hparams(adam)
 
@@ -182,6 +250,14 @@ class LocalTrainingClient:
 
     def get_tokenizer(self):
         return self.tokenizer
+
+    def get_info(self) -> ModelInfo:
+        return ModelInfo(
+            model_name=self.model_name,
+            is_lora=self.lora is not None,
+            lora_rank=None if self.lora is None else self.lora.rank,
+            context_window=int(self.config.max_position_embeddings),
+        )
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -215,11 +291,30 @@ class LocalTrainingClient:
 
         return self._submit(run)
 
+    def _meta(self, user_metadata: dict | None) -> dict[str, Any]:
+        lora = None if self.lora is None else asdict(self.lora)
+        return {"model_name": self.model_name, "lora": lora, **(user_metadata or {})}
+
     def save_state(
-        self, path: str | Path, *, with_optimizer: bool = True, meta: dict[str, Any] | None = None
+        self,
+        name: str | Path,
+        *,
+        with_optimizer: bool = True,
+        user_metadata: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Future:
-        meta = {"model_name": self.model_name, **(meta or {})}
-        return self._submit(lambda: ckpt.save(path, self._state, meta, with_optimizer=with_optimizer))
+        """Write the state after every call submitted so far to the folder `name`; resolves to
+        its `SavedPath`. `user_metadata` (JSON; `meta` is its old name) is saved beside it."""
+        meta = self._meta({**(meta or {}), **(user_metadata or {})})
+
+        def run():
+            return SavedPath(str(ckpt.save(name, self._state, meta, with_optimizer=with_optimizer)))
+
+        return self._submit(run)
+
+    def save_weights_for_sampler(self, name: str | Path, *, user_metadata: dict | None = None) -> Future:
+        """The weights alone (no optimizer), for `LocalService.create_sampling_client`."""
+        return self.save_state(name, with_optimizer=False, user_metadata=user_metadata)
 
     def load_state(self, path: str | Path, *, weights_only: bool = False) -> Future:
         """Load weights (and the optimizer state, step and RNG if the checkpoint has them, unless
@@ -230,6 +325,51 @@ class LocalTrainingClient:
             return meta
 
         return self._submit(run)
+
+    def load_state_with_optimizer(self, path: str | Path) -> Future:
+        return self.load_state(path)
+
+    def save_weights_and_get_sampling_client(self, name: str | None = None, **kwargs):
+        """A `LocalSamplingClient` of the weights after every call submitted so far (`name`: also
+        saved there). Its `compute_logprobs` runs this client's forward on those weights (the
+        trainer's numerics, buckets and scored positions), not the sampler's prefill."""
+        from jaxcook.sampling.client import LocalSamplingClient
+
+        if name is not None:
+            self.save_weights_for_sampler(name).result()
+        sc = LocalSamplingClient.from_training_client(self, **kwargs)
+        params = sc.snapshot_params
+        sc.scorer = lambda prompts, last_n: self.score_prompts(params, prompts, last_n)
+        return sc
+
+    def score_prompts(
+        self, params, prompts: list[tuple[int, ...]], last_n: list[int | None]
+    ) -> list[list[float | None]]:
+        """log p(token i | tokens < i) of each prompt under trainable `params` (entry 0 None, and
+        every entry before the last `last_n[i]` None: those positions are not unembedded). Runs
+        on the caller's thread (it reads no mutable client state)."""
+        keep = [i for i, p in enumerate(prompts) if len(p) > 1]
+        data = []
+        for i in keep:
+            seq = np.asarray(prompts[i], np.int32)
+            weights = np.ones(len(seq) - 1, np.float32)
+            if last_n[i] is not None:
+                weights[: max(0, len(weights) - last_n[i])] = 0.0
+            data.append(
+                Datum(ModelInput.from_ints(seq[:-1].tolist()), {"target_tokens": seq[1:], "weights": weights})
+            )
+        out: list[list[float | None]] = [[None] for _ in prompts]
+        if not data:
+            return out
+        done = 0
+        for part in self._parts(data):
+            batch, layout = self._batch(part, "cross_entropy")
+            logp, _ = self.steps.forward(params, self.frozen, batch, "cross_entropy", CE_CONFIG)
+            for d, lp in zip(part, unbatch(layout, jax.device_get(logp)), strict=True):
+                w = d.loss_fn_inputs["weights"]
+                out[keep[done]] = [None] + [float(x) if w[t] else None for t, x in enumerate(lp)]
+                done += 1
+        return out
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -1,6 +1,7 @@
 """The local `SamplingClient`: Tinker's `sample` / `compute_logprobs` on a frozen weight snapshot.
 
-    sc = LocalSamplingClient.from_training_client(tc)            # the current weights
+    sc = tc.save_weights_and_get_sampling_client()               # the port's way: current weights
+    sc = LocalSamplingClient.from_training_client(tc)            # the same, without the port
     ref = LocalSamplingClient.from_training_client(tc, adapters=False)   # the base model
     sc = LocalSamplingClient.from_checkpoint(path, "smollm2-135m-instruct", lora=LoraConfig())
     sc = LocalSamplingClient.from_model(model, tokenizer)
@@ -65,7 +66,11 @@ class LocalSamplingClient:
         default_max_tokens: int = 512,
         context_window: int | None = None,
         seed: int | None = None,
+        scorer: Callable | None = None,
     ):
+        # scorer(prompts, last_n) -> prompt log-probs: the trainer's forward on these weights
+        # (set by `LocalTrainingClient.save_weights_and_get_sampling_client`); None = the prefill.
+        self.scorer = scorer
         self.graph, self.weights, self.tokenizer, self.buckets = graph, weights, tokenizer, buckets
         self.config = graph.config
         self.default_max_tokens = default_max_tokens
@@ -118,7 +123,9 @@ class LocalSamplingClient:
         _, graph, frozen_part = cached
         weights = weights_lib.merge_parts(frozen_part, weights_lib.part_of(params, graph.config.num_layers))
         kwargs.setdefault("tokenizer", tc.tokenizer)
-        return cls(graph, weights, **kwargs)
+        sc = cls(graph, weights, **kwargs)
+        sc.snapshot_params = params  # the trainable params as trained (stacked), for a scorer
+        return sc
 
     @classmethod
     def from_checkpoint(
@@ -244,13 +251,35 @@ class LocalSamplingClient:
             self.sample_many([prompt], num_samples, sampling_params, include_prompt_logprobs), lambda r: r[0]
         )
 
-    def compute_logprobs_many(self, prompts: Sequence[ModelInput]) -> Future:
-        """Future[list[list[float | None]]]: each prompt's token log-probabilities (entry 0 None)."""
+    def compute_logprobs_many(
+        self, prompts: Sequence[ModelInput], *, prompt_logprobs_last_n: Sequence[int | None] | None = None
+    ) -> Future:
+        """Future[list[list[float | None]]]: each prompt's token log-probabilities (entry 0 None).
+        `prompt_logprobs_last_n[i]`: only the last n entries of prompt i are wanted (the others
+        are None; a client with a `scorer` then unembeds only those positions)."""
         params = SamplingParams(max_tokens=1, stop=[], temperature=0.0)
         requests = [self._request(p, 1, params, True, scoring=True) for p in prompts]
         if not requests:
             raise ValueError("compute_logprobs_many: no prompts")
-        return _then(self._submit(requests), lambda rs: [r.prompt_logprobs for r in rs])
+        last_n = (
+            list(prompt_logprobs_last_n) if prompt_logprobs_last_n is not None else [None] * len(requests)
+        )
+        if len(last_n) != len(requests):
+            raise ValueError(
+                f"compute_logprobs_many: {len(requests)} prompts, {len(last_n)} prompt_logprobs_last_n"
+            )
+        if self.scorer is not None:
+            tokens = [r.tokens for r in requests]
+            with self._lock:
+                return self._executor.submit(self.scorer, tokens, last_n)
+
+        def keep_last(rows):
+            return [
+                lp if n is None else [None] * max(0, len(lp) - n) + lp[max(0, len(lp) - n) :]
+                for lp, n in zip(rows, last_n)
+            ]
+
+        return _then(self._submit(requests), lambda rs: keep_last([r.prompt_logprobs for r in rs]))
 
     def compute_logprobs(self, prompt: ModelInput) -> Future:
         """Future[list[float | None]]: log p(token i | tokens < i) of the prompt, entry 0 None."""

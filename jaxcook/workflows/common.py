@@ -1,18 +1,18 @@
-"""Setup shared by the workflows: model + tokenizer + renderer + training client from a config."""
+"""Setup shared by the workflows: a backend's training client + tokenizer + renderer from a config.
+
+The backend (`model.backend`, default `local`) is chosen here and nowhere else; the workflows
+then talk to the client through `jaxcook.ports` only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-import jax.numpy as jnp
-
-from jaxcook.engine.batching import BucketConfig, default_batch_buckets, default_seq_buckets
-from jaxcook.engine.sharding import MeshConfig, make_mesh
-from jaxcook.engine.training_client import LocalTrainingClient
+from jaxcook.backends import check_backend, make_service
 from jaxcook.lora import LoraConfig
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from jaxcook.mesh_config import MeshConfig
+from jaxcook.ports import TrainingClient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +20,7 @@ class ModelOptions:
     """Which model to train and how: LoRA (or full fine-tuning with `lora=None`), dtype, devices."""
 
     name: str = "smollm2-135m-instruct"
+    backend: str = "local"  # see jaxcook.backends.BACKENDS
     renderer: str | None = None  # None = the model's recommended renderer
     lora: LoraConfig | None = LoraConfig(rank=32)
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # base weights; adapters and Adam stay f32
@@ -27,6 +28,9 @@ class ModelOptions:
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
     load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer
+
+    def __post_init__(self):
+        check_backend(self.backend)
 
 
 def renderer_name_for(options: ModelOptions) -> str:
@@ -43,47 +47,47 @@ def renderer_name_for(options: ModelOptions) -> str:
 
 @dataclass
 class Setup:
-    client: LocalTrainingClient
+    client: TrainingClient
     tokenizer: object
     renderer: object
     renderer_name: str
 
 
 def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed: int = 0) -> Setup:
-    """Load the model, build the renderer and a training client with buckets for these shapes."""
-    from jaxcook.models import load
+    """A training client of `options.backend` (bucketed for these shapes), its tokenizer and renderer."""
     from jaxcook.renderers import get_renderer
 
-    loaded = load(options.name, lora=options.lora, param_dtype=DTYPES[options.param_dtype])
-    renderer_name = renderer_name_for(options)
-    mesh = make_mesh(options.mesh)
-    buckets = BucketConfig(
-        seq_buckets=default_seq_buckets(max_length, min_len=min(64, max_length)),
-        batch_buckets=_batch_buckets(batch_size, mesh.size),
-    )
-    client = LocalTrainingClient(
-        loaded.model,
-        lora=options.lora,
-        tokenizer=loaded.tokenizer,
-        mesh=mesh,
-        buckets=buckets,
+    service = make_service(
+        options.backend,
+        max_length=max_length,
+        batch_size=batch_size,
+        mesh=options.mesh,
         pack=options.pack,
         remat=options.remat,
+        param_dtype=options.param_dtype,
         seed=seed,
-        model_name=options.name,
     )
+    renderer_name = renderer_name_for(options)
+    if options.lora is None:
+        client = service.create_full_training_client(options.name)
+    else:
+        lora = options.lora
+        client = service.create_lora_training_client(
+            options.name,
+            lora.rank,
+            seed=lora.seed,
+            train_mlp=lora.train_mlp,
+            train_attn=lora.train_attn,
+            train_unembed=lora.train_unembed,
+            alpha=lora.alpha,
+        )
     if options.load_checkpoint:
-        meta = client.load_state(options.load_checkpoint, weights_only=True).result()
+        meta = client.load_state(options.load_checkpoint, weights_only=True).result() or {}
         saved = (meta.get("loop") or {}).get("renderer_name") or meta.get("renderer_name")
         if saved and saved != renderer_name:
             raise ValueError(
                 f"{options.load_checkpoint} was trained with renderer {saved!r}, "
                 f"this run uses {renderer_name!r}; set model.renderer={saved}"
             )
-    return Setup(client, loaded.tokenizer, get_renderer(renderer_name, loaded.tokenizer), renderer_name)
-
-
-def _batch_buckets(batch_size: int, devices: int) -> tuple[int, ...]:
-    """Powers of two up to `batch_size`, each a multiple of the device count (rows split evenly)."""
-    sizes = {-(-b // devices) * devices for b in default_batch_buckets(batch_size)}
-    return tuple(sorted(sizes))
+    tokenizer = client.get_tokenizer()
+    return Setup(client, tokenizer, get_renderer(renderer_name, tokenizer), renderer_name)

@@ -1,9 +1,10 @@
 """DPO: preference pairs trained against a fixed reference policy, with held-out evals and resume.
 
-The reference is the policy the run starts from, without a second copy of the base: with LoRA
-and no starting checkpoint it is the base (adapters off: every `lora_b` zeroed); when training
-continues from a checkpoint (`model.load_checkpoint`), or without LoRA, it is a snapshot of the
-starting trainable weights. Reference log-probs come from one gradient-free forward per batch;
+The reference is the policy the run starts from, as tinker-cookbook has it: a sampling client of
+the initial weights (with LoRA and no starting checkpoint, the base: fresh adapters are zero;
+from `model.load_checkpoint`, or without LoRA, the starting weights). Reference log-probs come
+from one `compute_logprobs_many` per batch (the local backend runs the trainer's forward on the
+snapshot, sharing the frozen base: no second copy of it);
 the policy's from one jitted forward/backward of the `dpo` loss over chosen and rejected
 sequences together (`L = mean_pairs -log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r)))`).
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jaxcook.run_result import RunResult
-from jaxcook.types import Datum
+from jaxcook.types import Datum, ModelInput
 from jaxcook.workflows.common import ModelOptions, make_setup
 from jaxcook.workflows.options import OptimConfig, RunOptions
 from jaxcook.workflows.training_run import TrainingRun
@@ -39,14 +40,27 @@ class DPOConfig:
     run: RunOptions = RunOptions(log_dir="runs/dpo")
 
 
-def with_reference(client, data: list[Datum], ref_params) -> list[Datum]:
-    """The datums with `ref_logprobs`: log-probs of their targets under the reference policy."""
-    step = max(client.buckets.batch_buckets)
-    futures = [client.forward(data[i : i + step], params=ref_params) for i in range(0, len(data), step)]
-    outputs = [o for f in futures for o in f.result().loss_fn_outputs]
+def with_reference(reference, data: list[Datum]) -> list[Datum]:
+    """The datums with `ref_logprobs`: log-probs of their targets under the reference policy
+    (`reference`, a `SamplingClient`), 0 at targets before the first weighted one."""
+    import numpy as np
+
+    prompts, last_n = [], []
+    for d in data:
+        targets, weights = d.loss_fn_inputs["target_tokens"], np.asarray(d.loss_fn_inputs["weights"])
+        prompts.append(ModelInput.from_ints([*d.model_input.to_ints(), int(np.asarray(targets)[-1])]))
+        nonzero = np.flatnonzero(weights)
+        last_n.append(len(weights) - int(nonzero[0]) if len(nonzero) else 0)
+    rows = reference.compute_logprobs_many(prompts, prompt_logprobs_last_n=last_n).result()
     return [
-        Datum(d.model_input, {**d.loss_fn_inputs, "ref_logprobs": o["logprobs"]})
-        for d, o in zip(data, outputs, strict=True)
+        Datum(
+            d.model_input,
+            {
+                **d.loss_fn_inputs,
+                "ref_logprobs": np.asarray([0.0 if x is None else x for x in lp[1:]], np.float32),
+            },
+        )
+        for d, lp in zip(data, rows, strict=True)
     ]
 
 
@@ -82,14 +96,14 @@ def train(cfg: DPOConfig) -> RunResult:
         raise ValueError(f"dataset {cfg.dataset!r} has fewer pairs than batch_size={cfg.batch_size}")
     total = n_batches * cfg.num_epochs
     total = min(total, cfg.max_steps) if cfg.max_steps is not None else total
-    # The reference is fixed before any checkpoint is restored: it is where this run started.
-    fresh_lora = cfg.model.lora is not None and cfg.model.load_checkpoint is None
-    ref_params = (client.reference_params() if fresh_lora else client.snapshot_params()).result()
+    # The reference is fixed before any checkpoint is restored: a sampling client of the
+    # weights this run starts from (fresh LoRA: the base model, the adapters' B being zero).
+    reference = client.save_weights_and_get_sampling_client()
     evaluator = None
     if data.test:
         check_pairs(data.test)
         evaluator = DPOEvaluator(
-            with_reference(client, data.test, ref_params), beta=cfg.dpo_beta, batch_pairs=cfg.batch_size
+            with_reference(reference, data.test), beta=cfg.dpo_beta, batch_pairs=cfg.batch_size
         )
 
     run = TrainingRun(cfg.run, cfg, watched=("train/dpo_loss",))
@@ -98,16 +112,17 @@ def train(cfg: DPOConfig) -> RunResult:
         loop = {"renderer_name": setup.renderer_name}
         if start == 0 and data.stats:
             run.log({k: float(v) for k, v in data.stats.items()}, 0)
-        _loop(cfg, run, client, data.train, ref_params, evaluator, start, total, n_batches, loop)
+        _loop(cfg, run, client, data.train, reference, evaluator, start, total, n_batches, loop)
         if evaluator is not None:
             run.log(evaluator(client), total)
         final = run.finish(total, client, loop)
     finally:
         run.close()
+        reference.close()
     return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))
 
 
-def _loop(cfg, run, client, train_data, ref_params, evaluator, start, total, n_batches, loop_state):
+def _loop(cfg, run, client, train_data, reference, evaluator, start, total, n_batches, loop_state):
     from jaxcook.logging import ProgressBar
     from jaxcook.preference.dpo import check_pairs
 
@@ -126,7 +141,7 @@ def _loop(cfg, run, client, train_data, ref_params, evaluator, start, total, n_b
             run.log({"progress/skipped_batches": 1.0}, step)
             continue
         check_pairs(batch)
-        batch = with_reference(client, batch, ref_params)
+        batch = with_reference(reference, batch)
         fb = client.forward_backward(batch, "dpo", {"beta": cfg.dpo_beta})
         opt = client.optim_step(cfg.optim.adam_params(step, total))
         out, optim_metrics = fb.result(), opt.result()

@@ -108,13 +108,13 @@ class RLContext:
         return self.setup.client
 
     def sampler(self, step: int, *, temperature: float | None = None):
-        from jaxcook.sampling.client import LocalSamplingClient
-        from jaxcook.sampling.completers import LocalTokenCompleter
+        from jaxcook.completers import LocalTokenCompleter
 
         seed = zlib.crc32(f"{self.cfg.seed}:{step}".encode())  # same step, same samples (resume)
-        client = LocalSamplingClient.from_training_client(self.client, seed=seed)
+        client = self.client.save_weights_and_get_sampling_client()
         t = self.cfg.temperature if temperature is None else temperature
-        return client, LocalTokenCompleter(client, self.cfg.max_tokens, t)
+        window = self.client.get_info().context_window
+        return client, LocalTokenCompleter(client, self.cfg.max_tokens, t, seed=seed, context_window=window)
 
     def evaluate(self, step: int) -> dict[str, float]:
         from jaxcook.rl.evaluation import evaluate_rl_dataset
@@ -189,7 +189,7 @@ def build_context(cfg: RLConfig, run: TrainingRun, setup, shapers=()) -> RLConte
     }
     train_ds, test_ds = asyncio.run(get_env_builder(cfg.env, **options)())
     total = len(train_ds) if cfg.max_steps is None else cfg.max_steps
-    window = setup.client.config.max_position_embeddings
+    window = setup.client.get_info().context_window
     return RLContext(
         cfg,
         run,
@@ -210,17 +210,16 @@ def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
         cfg.model, max_length=8192, batch_size=cfg.groups_per_batch * cfg.group_size, seed=cfg.seed
     )
     client = setup.client
-    fresh_lora = cfg.model.lora is not None and cfg.model.load_checkpoint is None
-    ref_params = None
-    if cfg.kl_penalty_coef:
-        ref_params = (client.reference_params() if fresh_lora else client.snapshot_params()).result()
+    # The KL reference is where this run starts (before any checkpoint is restored): a sampling
+    # client of the initial weights (fresh LoRA: the base model, its adapters' B being zero).
+    reference = client.save_weights_and_get_sampling_client() if cfg.kl_penalty_coef else None
     run = TrainingRun(cfg.run, cfg, watched=("train/loss",))
     try:
         ctx = build_context(cfg, run, setup)
-        if ref_params is not None:
+        if reference is not None:
             ctx.shapers.append(
                 kl_shaper(
-                    reference_scorer(client, ref_params, rows=cfg.microbatch_size),
+                    reference_scorer(reference),
                     coef=cfg.kl_penalty_coef,
                     discount=cfg.kl_discount_factor,
                 )
@@ -238,6 +237,8 @@ def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
         final = run.finish(ctx.total, client, {"renderer_name": setup.renderer_name})
     finally:
         run.close()
+        if reference is not None:
+            reference.close()
     return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))
 
 

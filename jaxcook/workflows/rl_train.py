@@ -23,7 +23,7 @@ from jaxcook.rl import (
     remove_constant_reward_groups,
 )
 from jaxcook.rl.types import TrajectoryGroup
-from jaxcook.types import AdamParams, Datum
+from jaxcook.types import AdamParams, Datum, ModelInput
 
 # loss_fn -> the loss_fn_inputs it reads (the host-only `mask` goes along for `dro`).
 LOSS_KEYS = {
@@ -55,21 +55,22 @@ def groups_to_data(groups: Sequence[TrajectoryGroup], *, remove_constant: bool):
     return data, meta, metrics
 
 
-def reference_scorer(client, ref_params, *, rows: int = 8) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
-    """`score(datums) -> log-probs of their targets under the reference policy` (for KL shaping),
-    in forward calls of at most `rows` datums (capped at the largest batch bucket)."""
+def reference_scorer(reference) -> Callable[[Sequence[Datum]], list[np.ndarray]]:
+    """`score(datums) -> log-probs of their targets under the reference policy` (for KL shaping):
+    one `compute_logprobs_many` of the full sequences on `reference`, a `SamplingClient`, asking
+    only for the positions from each datum's first masked target on (0 before it)."""
 
     def score(data: Sequence[Datum]) -> list[np.ndarray]:
-        probe = [
-            Datum(
-                d.model_input,
-                {"target_tokens": d.loss_fn_inputs["target_tokens"], "weights": d.loss_fn_inputs["mask"]},
-            )
-            for d in data
-        ]
-        n = min(rows, max(client.buckets.batch_buckets))
-        futures = [client.forward(probe[i : i + n], params=ref_params) for i in range(0, len(probe), n)]
-        return [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
+        prompts, last_n = [], []
+        for d in data:
+            targets = np.asarray(d.loss_fn_inputs["target_tokens"])
+            mask = np.asarray(d.loss_fn_inputs["mask"])
+            prompts.append(ModelInput.from_ints([*d.model_input.to_ints(), int(targets[-1])]))
+            nonzero = np.flatnonzero(mask)
+            last_n.append(len(mask) - int(nonzero[0]) if len(nonzero) else 0)
+        rows = reference.compute_logprobs_many(prompts, prompt_logprobs_last_n=last_n).result()
+        # entry t+1 of the sequence's log-probs is target t's
+        return [np.asarray([0.0 if x is None else x for x in lp[1:]], np.float32) for lp in rows]
 
     return score
 
@@ -91,11 +92,11 @@ def _chunks(items: list, n: int) -> list[list]:
 def submit_forward_backward(
     client, data: list[Datum], *, loss_fn: str, loss_fn_config: dict | None, max_rows: int | None = None
 ) -> list:
-    """Forward/backward futures over `data` in microbatches of at most `max_rows` datums, capped at
-    the client's largest batch bucket (gradients accumulate, so microbatching changes nothing)."""
+    """Forward/backward futures over `data` in microbatches of at most `max_rows` datums (None: one
+    call; the backend splits what its devices cannot take; gradients accumulate, so
+    microbatching changes nothing)."""
     keys = LOSS_KEYS[loss_fn]
-    largest = max(client.buckets.batch_buckets)
-    rows = min(max_rows or largest, largest)
+    rows = max_rows or len(data)
     futures = []
     for i in range(0, len(data), rows):
         micro = [

@@ -7,26 +7,68 @@
     run.maybe_save(step, client, loop_state)         # every `save_every` steps
     run.finish(step, client, loop_state)             # final checkpoint, flush, close
 
-A checkpoint at step s holds the state after s optimizer steps and the loop state needed to
-take step s next; a rerun with the same log dir restores it, drops metrics rows >= s, and so
-never replays an applied batch.
+Checkpoints go through the port, as tinker-cookbook records them: `client.save_state(name)`
+saves the state (the local backend writes `<log_dir>/checkpoints/<step>`), and a line of
+`<log_dir>/checkpoints.jsonl` records `{"name", "step", "state_path", "loop", "final"}` once the
+save is done. A checkpoint at step s holds the state after s optimizer steps and the loop state
+needed to take step s next; a rerun with the same log dir loads the newest one that loads
+(`load_state_with_optimizer`; an unreadable one is skipped with a warning), drops metrics rows
+>= s, and so never replays an applied batch. Only the newest `keep_checkpoints` local folders
+are kept.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
-from jaxcook.engine.checkpoint import Checkpointer
 from jaxcook.workflows.options import RunOptions
 
 log = logging.getLogger(__name__)
 
+RECORDS = "checkpoints.jsonl"
+
 
 class TrainingError(RuntimeError):
     pass
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def read_records(log_dir: str | Path) -> list[dict]:
+    """The checkpoints of the runs in `log_dir`, oldest first: those `checkpoints.jsonl` records
+    (the last record of a step wins; a torn line, e.g. from a kill mid-write, is skipped), and
+    complete local folders `checkpoints/<step>` it does not record (written by a run killed
+    before it recorded them, or by an older jaxcook): their loop state is in their meta."""
+    log_dir = Path(log_dir)
+    by_step: dict[int, dict] = {}
+    folders = log_dir / "checkpoints"
+    if folders.is_dir():
+        for p in folders.iterdir():
+            if p.name.isdigit() and p.is_dir():
+                by_step[int(p.name)] = {"name": p.name, "step": int(p.name), "state_path": str(p)}
+    if (log_dir / RECORDS).exists():
+        for line in (log_dir / RECORDS).read_text().splitlines():
+            try:
+                record = json.loads(line)
+                by_step[int(record["step"])] = {**record, "step": int(record["step"])}
+                str(record["state_path"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def final_checkpoint(log_dir: str | Path) -> dict | None:
+    """The record of the final checkpoint of a finished run in `log_dir`, else None."""
+    records = read_records(log_dir)
+    return records[-1] if records and records[-1].get("final") else None
 
 
 class TrainingRun:
@@ -37,24 +79,51 @@ class TrainingRun:
         self.config = config
         self.log_dir = Path(options.log_dir).expanduser().absolute()
         check_log_dir(self.log_dir, options.if_log_dir_exists)
-        self.checkpointer = Checkpointer(self.log_dir / "checkpoints", keep=options.keep_checkpoints)
+        self.checkpoint_dir = self.log_dir / "checkpoints"
         self.watched = watched
         self.logger = None
         self.history: list[dict] = []
         self.last_saved: int | None = None
+        self.resumed_from: int | None = None
+        self._saved: dict[int, str] = {r["step"]: r["state_path"] for r in read_records(self.log_dir)}
+        self._pending: list = []  # save futures not yet recorded
+        self._lock = threading.Lock()
+
+    def checkpoint_path(self, step: int) -> str:
+        """Where the checkpoint of `step` is (or goes, on the local backend)."""
+        return self._saved.get(step, str(self.checkpoint_dir / str(step)))
+
+    def saved_steps(self) -> list[int]:
+        """Steps with a recorded (completed) checkpoint, this run's and earlier runs' in this dir."""
+        with self._lock:
+            return sorted(self._saved)
 
     def resume(self, client) -> tuple[int, dict]:
-        """Restore the newest readable checkpoint into `client`; start logging at its step."""
-        restored = self.checkpointer.restore_latest(client.current_state().result())
+        """Load the newest loadable checkpoint into `client`; start logging at its step."""
         start, loop_state = 0, {}
-        if restored is not None:
-            start, state, meta = restored
-            client.set_state(state).result()
-            loop_state = meta.get("loop", {})
-            self.last_saved = start
+        records = read_records(self.log_dir)
+        for record in reversed(records):
+            try:
+                meta = client.load_state_with_optimizer(record["state_path"]).result() or {}
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
+                log.warning(
+                    "checkpoint %s is unreadable (%s: %s); falling back to the previous one",
+                    record["state_path"],
+                    type(e).__name__,
+                    e,
+                )
+                continue
+            start = int(record["step"])
+            loop_state = record.get("loop") or meta.get("loop") or {}
+            self.last_saved = self.resumed_from = start
+            break
+        else:
+            if records:
+                tried = [r["state_path"] for r in records]
+                raise CheckpointError(f"no readable checkpoint in {self.log_dir / RECORDS} (tried {tried})")
         self._start_logging(start)
-        if restored is not None:
-            log.info("resumed from %s (step %d)", self.checkpointer.path(start), start)
+        if self.resumed_from is not None:
+            log.info("resumed from %s (step %d)", self.checkpoint_path(start), start)
         return start, loop_state
 
     def _start_logging(self, start_step: int) -> None:
@@ -76,41 +145,77 @@ class TrainingRun:
         self.history.append({"step": step, **metrics})
         bad = [k for k in self.watched if k in metrics and not math.isfinite(metrics[k])]
         if bad:
-            good = self.checkpointer.path(self.last_saved) if self.last_saved is not None else "none"
+            good = self.checkpoint_path(self.last_saved) if self.last_saved is not None else "none"
             raise TrainingError(
                 f"non-finite {', '.join(bad)} at step {step}; stopping. Last good checkpoint: {good}"
             )
 
-    def save(self, step: int, client, loop_state: dict, *, final: bool = False) -> Path:
-        state = client.current_state(copy=True).result()
+    def save(self, step: int, client, loop_state: dict, *, final: bool = False):
+        """Submit the save of the state after `step` optimizer steps; it is recorded when done."""
+        loop = {**loop_state, "step": step}
         meta = {
-            "loop": {**loop_state, "step": step},
+            "loop": loop,
             "final": final,
             "config": _jsonable(self.config),
             "renderer_name": loop_state.get("renderer_name"),
         }
-        self.checkpointer.save(step, state, meta, force=final)
+        future = client.save_state(str(self.checkpoint_dir / str(step)), user_metadata=meta)
+        record = {"name": str(step), "step": step, "loop": loop, "final": final}
+        future.add_done_callback(lambda f: self._record(f, record))
+        self._pending.append(future)
         self.last_saved = step
-        return self.checkpointer.path(step)
+        return future
+
+    def _record(self, future, record: dict) -> None:
+        if future.exception() is not None:
+            log.error("saving checkpoint %s failed: %s", record["name"], future.exception())
+            return
+        record = {**record, "state_path": future.result().path}
+        with self._lock:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / RECORDS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self._saved[record["step"]] = record["state_path"]
+            self._prune()
+
+    def _prune(self) -> None:
+        """Delete local checkpoint folders beyond the newest `keep_checkpoints` (under the lock)."""
+        keep = self.options.keep_checkpoints
+        if keep <= 0:
+            return
+        for step in sorted(self._saved)[:-keep]:
+            path = Path(self._saved[step])
+            if "://" not in self._saved[step] and path.parent == self.checkpoint_dir:
+                shutil.rmtree(path, ignore_errors=True)
+                del self._saved[step]
+
+    def wait(self) -> None:
+        """Block until every submitted save is written and recorded (raising a failed save's error)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def maybe_save(self, step: int, client, loop_state: dict) -> None:
         every = self.options.save_every
         if every and step > 0 and step % every == 0 and step != self.last_saved:
             self.save(step, client, loop_state)
 
-    def finish(self, step: int, client, loop_state: dict) -> Path:
-        if self.last_saved == step and self.checkpointer.steps() and step in self.checkpointer.steps():
-            path = self.checkpointer.path(step)  # the final state is already saved (e.g. a rerun)
-        else:
-            path = self.save(step, client, loop_state, final=True)
+    def finish(self, step: int, client, loop_state: dict) -> str:
+        self.wait()
+        if self.last_saved != step or step not in self.saved_steps():
+            self.save(step, client, loop_state, final=True)
+            self.wait()
+        path = self.checkpoint_path(step)
         self.close()
         return path
 
     def close(self) -> None:
-        self.checkpointer.close()
-        if self.logger is not None:
-            self.logger.close()
-            self.logger = None
+        try:
+            self.wait()
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+                self.logger = None
 
 
 def _jsonable(config: Any) -> Any:
