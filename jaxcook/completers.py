@@ -37,8 +37,9 @@ class LocalTokenCompleter:
     """`TokenCompleter`: tokens in, sampled tokens + log-probs out (the model's log-probs at
     temperature 1, as the trainer computes them).
 
-    `context_window` (the model's, from `TrainingClient.get_info()`; None: the client's own, if
-    it says) caps `max_tokens` so prompt + completion fit; `seed`: see the module docstring.
+    `context_window` (the model's, from `TrainingClient.get_info()`) caps `max_tokens` so prompt +
+    completion fit (None: no cap here; the sampling client caps or refuses); `seed`: see the
+    module docstring.
     """
 
     def __init__(
@@ -55,8 +56,6 @@ class LocalTokenCompleter:
     ):
         self.sampling_client, self.max_tokens, self.temperature = sampling_client, max_tokens, temperature
         self.top_k, self.top_p = top_k, top_p
-        if context_window is None:  # a local client knows its window; the port does not say
-            context_window = vars(sampling_client).get("context_window")
         self.context_window = context_window
         self.batch_window_s = batch_window_s
         self._rng = None if seed is None else np.random.default_rng(seed)
