@@ -70,17 +70,17 @@ def tiny() -> Config:
 def finished_teacher(log_dir: Path, steps: int) -> str | None:
     """The final checkpoint of a finished `steps`-step teacher run in `log_dir`, else None (an
     unfinished one is resumed by rerunning it)."""
-    from jaxcook.workflows.training_run import read_records
+    from jaxcook.workflows.training_run import final_checkpoint
 
-    records = read_records(log_dir)
-    if not records:
+    record = final_checkpoint(log_dir)
+    if record is None:
         return None
-    path = Path(records[-1]["state_path"])
-    try:  # the checkpoint's JSON meta (written by TrainingRun.save)
+    path = Path(record["state_path"])
+    try:  # the checkpoint's JSON meta (written by TrainingRun.save): the run config it was made with
         meta = json.loads((path / "meta" / "metadata").read_text())
     except (OSError, ValueError):
         return None
-    return str(path) if meta.get("final") and meta.get("config", {}).get("max_steps") == steps else None
+    return str(path) if meta.get("config", {}).get("max_steps") == steps else None
 
 
 def make_teacher(cfg: Config) -> str:

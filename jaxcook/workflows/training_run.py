@@ -170,7 +170,9 @@ class TrainingRun:
         if future.exception() is not None:
             log.error("saving checkpoint %s failed: %s", record["name"], future.exception())
             return
-        record = {**record, "state_path": future.result().path}
+        self._write_record({**record, "state_path": future.result().path})
+
+    def _write_record(self, record: dict) -> None:
         with self._lock:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with open(self.log_dir / RECORDS, "a") as f:
@@ -201,10 +203,17 @@ class TrainingRun:
             self.save(step, client, loop_state)
 
     def finish(self, step: int, client, loop_state: dict) -> str:
+        """The final checkpoint (saved now, or already saved at `step`: then recorded as final)."""
         self.wait()
         if self.last_saved != step or step not in self.saved_steps():
             self.save(step, client, loop_state, final=True)
             self.wait()
+        elif not (final_checkpoint(self.log_dir) or {}).get("step") == step:
+            loop = {**loop_state, "step": step}
+            path = self.checkpoint_path(step)
+            self._write_record(
+                {"name": str(step), "step": step, "loop": loop, "final": True, "state_path": path}
+            )
         path = self.checkpoint_path(step)
         self.close()
         return path
