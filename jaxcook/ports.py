@@ -1,4 +1,4 @@
-"""The contracts between the layers (DESIGN: recipes -> workflows -> ports -> local engine).
+"""The contracts between the layers (DESIGN: recipes -> workflows -> ports -> backends).
 
 Workflows, recipes and the domain libraries are written against these protocols and nothing
 else: a `ServiceClient` (chosen by name in `jaxcook.backends`) makes `TrainingClient`s, which
@@ -8,9 +8,9 @@ arguments are Tinker's. Calls that do device work return `concurrent.futures.Fut
 in submission order.
 
 Policies for RL are completers: a `TokenCompleter` (tokens in, sampled tokens + log-probs out)
-and a `MessageCompleter` (messages in, a message out). The local ones batch many concurrent
-calls into one sampler call, so callers issue their calls concurrently (`asyncio.gather` over a
-group or a batch), never one after another.
+and a `MessageCompleter` (messages in, a message out). Those of `jaxcook.completers` (on any
+`SamplingClient`) batch many concurrent calls into one `sample_many`, so callers issue their
+calls concurrently (`asyncio.gather` over a group or a batch), never one after another.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Sampling: the jitted prefill + decode loop, the local `SamplingClient`, and completers.
 
-sc = LocalSamplingClient.from_training_client(training_client)
+sc = training_client.save_weights_and_get_sampling_client()   # through the port
+sc = LocalSamplingClient.from_training_client(training_client)  # the same, locally
 resp = sc.sample(prompt, num_samples=8, sampling_params=SamplingParams(max_tokens=256)).result()
 policy = LocalTokenCompleter(sc, max_tokens=256)          # for RL rollouts (batches calls)
 """
