@@ -337,7 +337,7 @@ class LocalTrainingClient:
 
         if name is not None:
             self.save_weights_for_sampler(name).result()
-        sc = LocalSamplingClient.from_training_client(self, **kwargs)
+        sc = LocalSamplingClient.from_training_client(self, keep_params=True, **kwargs)
         params = sc.snapshot_params
         sc.scorer = lambda prompts, last_n: self.score_prompts(params, prompts, last_n)
         return sc

@@ -102,7 +102,9 @@ class LocalSamplingClient:
         return cls.from_states(graphdef, state, tokenizer=tokenizer, **kwargs)
 
     @classmethod
-    def from_training_client(cls, tc, *, adapters: bool = True, **kwargs) -> LocalSamplingClient:
+    def from_training_client(
+        cls, tc, *, adapters: bool = True, keep_params: bool = False, **kwargs
+    ) -> LocalSamplingClient:
         """A snapshot of `tc`'s weights after every call submitted to it so far.
 
         `adapters=False` is the base model (every LoRA `lora_b` zeroed): the reference policy of
@@ -124,7 +126,8 @@ class LocalSamplingClient:
         weights = weights_lib.merge_parts(frozen_part, weights_lib.part_of(params, graph.config.num_layers))
         kwargs.setdefault("tokenizer", tc.tokenizer)
         sc = cls(graph, weights, **kwargs)
-        sc.snapshot_params = params  # the trainable params as trained (stacked), for a scorer
+        # `keep_params`: the trainable params also as trained (stacked, a second copy), for a scorer
+        sc.snapshot_params = params if keep_params else None
         return sc
 
     @classmethod
