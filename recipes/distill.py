@@ -150,6 +150,7 @@ def with_teacher(cfg: Config, teacher: TeacherConfig) -> Config:
 
 def main(cfg: Config) -> RunResult:
     from jaxcook.logging.run_dir import check_log_dir
+    from jaxcook.runs.hook import resolved_config
 
     first = cfg.datasets[0]
     if cfg.dataset is not None and cfg.dataset != first.dataset:
@@ -181,4 +182,5 @@ def main(cfg: Config) -> RunResult:
             cfg, dataclasses.replace(teacher, model=dataclasses.replace(teacher.model, load_checkpoint=path))
         )
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, if_log_dir_exists="resume"))
+    resolved_config(cfg)  # the registry's lineage: this run's teacher
     return train(cfg)
