@@ -2,7 +2,7 @@
 
 Every config in jaxcook is a frozen, keyword-only dataclass, possibly nested (a recipe config holds a
 `lora: LoraConfig`, ...). Overrides come from the command line (`lora.rank=16`, strings parsed by the
-field's annotation) or from Python (`jaxcook.run("sft", lora={"rank": 8})`, values checked against it):
+field's annotation) or from Python (`apply_overrides(cfg, {"lora": {"rank": 8}})`, values checked against it):
 
     cfg = apply_overrides(cfg, ["lora.rank=16", "learning_rate=3e-4", "max_steps=none"])
     cfg = apply_overrides(cfg, {"lora": {"rank": 8}, "schedule": "cosine"})

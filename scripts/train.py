@@ -1,7 +1,8 @@
 """Run a recipe from the shell: `python scripts/train.py --recipe NAME [--tiny] [key=value ...]`.
 
 The same call as `jaxcook.run(NAME, tiny=..., key=value, ...)`: values are parsed by the recipe
-config's annotations, dotted keys reach nested configs (`lora.rank=16`).
+config's annotations, dotted keys reach nested configs (`model.lora.rank=16`), and the short
+names (`lora_rank=16`, `model=`, `dataset=`, `epochs=`, ...) are listed by `--recipe NAME --help`.
 
     python scripts/train.py --help                           # the recipes
     python scripts/train.py --recipe sft --help              # sft's options and defaults
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
         usage="python scripts/train.py --recipe NAME [--tiny] [--dry-run] [key=value ...]",
-        description="Run a jaxcook recipe. Overrides are key=value with dotted keys (lora.rank=16).",
+        description="Run a jaxcook recipe. Overrides are key=value with dotted keys (model.lora.rank=16) "
+        "or short names (lora_rank=16).",
         add_help=False,
     )
     parser.add_argument("--recipe", metavar="NAME", help="a registered recipe or a dotted module path")

@@ -271,3 +271,36 @@ def test_cli_help_lists_the_short_names_and_task_names(capsys):
     assert "task names: supervised = sft, reinforcement = rl, preference = dpo, distillation = distill" in (
         capsys.readouterr().out
     )
+
+
+def _docstring_examples():
+    """Each `jaxcook.run(...)` and `scripts/train.py --recipe` line of the entry points' docstrings."""
+    import ast
+    import shlex
+
+    for path in (ROOT / "jaxcook" / "__init__.py", ROOT / "jaxcook" / "runner.py", TRAIN):
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        for line in doc.splitlines():
+            code = line.split("#")[0].strip()
+            if code.startswith(("jaxcook.run(", "result = jaxcook.run(")):
+                call = ast.parse(code.removeprefix("result = ")).body[0].value
+                kwargs = {}
+                for kw in call.keywords:
+                    value = ast.literal_eval(kw.value)
+                    kwargs.update(value if kw.arg is None else {kw.arg: value})
+                yield path.name, ast.literal_eval(call.args[0]), kwargs
+            elif "scripts/train.py --recipe" in code and "..." not in code:
+                argv = shlex.split(code)
+                recipe = argv[argv.index("--recipe") + 1]
+                yield path.name, recipe, [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+def test_docstring_examples_use_keys_that_exist():
+    examples = list(_docstring_examples())
+    assert len(examples) >= 6  # 2 in jaxcook/__init__.py, 3 in runner.py, 2 in train.py
+    for where, recipe, overrides in examples:
+        tiny = isinstance(overrides, dict) and overrides.pop("tiny", False)
+        try:
+            jaxcook.make_config(recipe, tiny=tiny, overrides=overrides)
+        except OverrideError as e:
+            raise AssertionError(f"{where}: jaxcook.run({recipe!r}, {overrides}) fails: {e}") from None

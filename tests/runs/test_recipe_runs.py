@@ -18,12 +18,17 @@ def test_sft_checkpoints_are_registered_and_distill_finds_its_teacher_through_th
         (run,) = reg.runs()
         checkpoints = reg.checkpoints(run["id"])
     assert run["status"] == "finished" and run["base_model"] == "tiny-random-smollm2"
-    assert run["dataset"] == {"dataset": "reasoning_gym_math", "dataset_options": {"n_per_task": 12, "test_size": 8}}
+    assert run["dataset"] == {
+        "dataset": "reasoning_gym_math",
+        "dataset_options": {"n_per_task": 12, "test_size": 8},
+    }
     assert [(c["step"], c["final"]) for c in checkpoints] == [(1, 0), (2, 1)]
     assert checkpoints[-1]["path"] == os.path.realpath(sft.final_checkpoint)
     assert all(c["sha256"] == checkpoint_sha256(c["path"]) for c in checkpoints)
     nll = [r["test/nll"] for r in sft.metrics if "test/nll" in r]
-    assert run["best_metrics"]["test/nll"]["value"] == min(nll) and run["final_metrics"]["test/nll"] == nll[-1]
+    assert (
+        run["best_metrics"]["test/nll"]["value"] == min(nll) and run["final_metrics"]["test/nll"] == nll[-1]
+    )
 
     # the teacher of a distill run in tmp_path/distill is that finished 2-step run, unchanged
     assert finished_teacher(teacher_dir, 2) == checkpoints[-1]["path"]
@@ -31,7 +36,9 @@ def test_sft_checkpoints_are_registered_and_distill_finds_its_teacher_through_th
 
     # distill from the registered run, by an id prefix: its lineage names the SFT run
     log_dir = tmp_path / "student"
-    jaxcook.run("distill", tiny=True, teacher_run=run["id"][:-2], max_steps=1, n_eval_prompts=2, log_dir=str(log_dir))
+    jaxcook.run(
+        "distill", tiny=True, teacher_run=run["id"][:-2], max_steps=1, n_eval_prompts=2, log_dir=str(log_dir)
+    )
     teacher = json.loads((log_dir / "distill_config.json").read_text())["datasets"][0]["teacher"]["model"]
     assert teacher["load_checkpoint"] == checkpoints[-1]["path"] and teacher["lora"]["rank"] == 4
     with RunRegistry.open() as reg:

@@ -104,7 +104,9 @@ def test_checkpoint_sha256_is_a_manifest_of_file_hashes(tmp_path):
     (ckpt / "state" / "params").write_bytes(b"\x00\x01")
     (ckpt / "meta").write_text("{}")
     files = {"meta": b"{}", "state/params": b"\x00\x01"}
-    manifest = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items()))
+    manifest = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items())
+    )
     assert checkpoint_sha256(ckpt) == hashlib.sha256(manifest.encode()).hexdigest()
     (ckpt / "state" / "params").write_bytes(b"\x00\x02")
     assert checkpoint_sha256(ckpt) != hashlib.sha256(manifest.encode()).hexdigest()
@@ -114,7 +116,9 @@ def test_checkpoint_sha256_is_a_manifest_of_file_hashes(tmp_path):
 def test_parents_and_dataset_from_a_config(tmp_path):
     config = {
         "model": {"name": "m", "load_checkpoint": str(tmp_path / "a" / ".." / "sft")},
-        "datasets": [{"dataset": "d", "dataset_options": {"k": 1}, "teacher": {"model": {"load_checkpoint": "gs://t"}}}],
+        "datasets": [
+            {"dataset": "d", "dataset_options": {"k": 1}, "teacher": {"model": {"load_checkpoint": "gs://t"}}}
+        ],
     }
     assert parents_of(config) == [("init", str(tmp_path / "sft")), ("teacher", "gs://t")]
     assert dataset_of(config) == {"datasets": [{"dataset": "d", "dataset_options": {"k": 1}}]}
@@ -175,9 +179,15 @@ def test_cli_list_show_lineage(tmp_path):
     with RunRegistry(path) as reg:
         sft = reg.start(recipe="sft", config={"lr": 1}, log_dir="/r/sft", base_model="m", run_id="sft-x")
         reg.add_checkpoint(sft, "/r/sft/checkpoints/3", step=3, sha256="c" * 64, final=True)
-        reg.finish(sft, final_metrics={"test/nll": 0.25}, best_metrics={"test/nll": {"value": 0.25, "step": 3}})
+        reg.finish(
+            sft, final_metrics={"test/nll": 0.25}, best_metrics={"test/nll": {"value": 0.25, "step": 3}}
+        )
         reg.start(
-            recipe="distill", config={}, log_dir="/r/d", parents=[("teacher", "/r/sft/checkpoints/3")], run_id="distill-y"
+            recipe="distill",
+            config={},
+            log_dir="/r/d",
+            parents=[("teacher", "/r/sft/checkpoints/3")],
+            run_id="distill-y",
         )
     listed = _runs_cli("--registry", str(path), "list")
     assert listed.returncode == 0, listed.stderr
@@ -193,4 +203,6 @@ def test_cli_list_show_lineage(tmp_path):
     lineage = _runs_cli("--registry", str(path), "lineage", "distill-y").stdout.splitlines()
     assert lineage[1].split()[:3] == ["teacher", "<-", "sft-x"]
     missing = _runs_cli("--registry", str(path), "show", "nope")
-    assert missing.returncode == 2 and missing.stderr.startswith("python -m jaxcook.runs: error: no run 'nope'")
+    assert missing.returncode == 2 and missing.stderr.startswith(
+        "python -m jaxcook.runs: error: no run 'nope'"
+    )
