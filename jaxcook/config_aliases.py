@@ -113,7 +113,7 @@ def resolve(cfg, items: list[tuple[str, Any, bool]], table: Mapping[str, str]) -
     return out
 
 
-def describe_aliases(cfg, table: Mapping[str, str]) -> list[str]:
+def describe_aliases(table: Mapping[str, str]) -> list[str]:
     """One line per short name of a recipe for `--help`: `name -> long.key  # meaning`."""
     width = max((len(n) for n in table), default=0)
     return [f"{name:<{width}} -> {target}  # {SHORT_NAMES.get(name, '')}" for name, target in table.items()]

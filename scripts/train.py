@@ -111,7 +111,7 @@ def _recipe_help(name: str, tiny: bool) -> str:
     lines += [f"  {line}" for line in describe(cfg)]
     if table:
         lines += ["", "short names (name -> the key it sets):"]
-        lines += [f"  {line}" for line in describe_aliases(cfg, table)]
+        lines += [f"  {line}" for line in describe_aliases(table)]
     return "\n".join(lines)
 
 

@@ -155,11 +155,12 @@ def _resumed_run(registry: RunRegistry, recipe: str, log_dir: str | None, config
 
 
 def _is_lead_process() -> bool:
-    """Only process 0 of a multi-host run writes the registry (jax is not imported for this)."""
+    """Only process 0 of a multi-host run (`jax.distributed` initialised) writes the registry; the
+    check never initialises a JAX backend itself (that must wait for `jax.distributed.initialize`)."""
     jax = sys.modules.get("jax")
     if jax is None:
         return True
     try:
-        return jax.process_index() == 0
-    except Exception:  # a backend that is not initialised yet: a single process
+        return not jax.distributed.is_initialized() or jax.process_index() == 0
+    except Exception:  # an older jax without is_initialized: a single process
         return True
