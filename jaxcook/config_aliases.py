@@ -37,6 +37,7 @@ SHORT_NAMES: dict[str, str] = {
     "batch_size": "examples per optimizer step",
     "max_length": "the longest training sequence, in tokens",
     "log_dir": "where the run writes its logs and checkpoints",
+    "batches": "training iterations (each one batch of sampled groups)",
 }
 
 STANDARD: dict[str, str] = {

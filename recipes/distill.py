@@ -52,7 +52,9 @@ class Config(OnPolicyConfig):
     teacher_sft_learning_rate: float = 1e-3
 
 
-ALIASES = aliases(student_model="model.name", epochs=None, batch_size=None, max_length=None)
+ALIASES = aliases(
+    student_model="model.name", epochs=None, batch_size=None, max_length=None, batches="max_steps"
+)
 
 
 def tiny() -> Config:

@@ -28,7 +28,9 @@ class Config(RLConfig):
     run: RunOptions = RunOptions(log_dir="runs/rl", save_every=10)
 
 
-ALIASES = aliases(dataset=None, epochs=None, batch_size=None, max_length=None)  # jaxcook.config_aliases
+ALIASES = aliases(
+    dataset=None, epochs=None, batch_size=None, max_length=None, batches="max_steps"
+)  # jaxcook.config_aliases
 
 
 def tiny() -> Config:

@@ -51,6 +51,10 @@ class Cfg:
 TABLE = aliases()
 
 
+class GridEnv:
+    """A user's env builder class (any class or callable; checked when the run builds it)."""
+
+
 def test_short_names_set_the_long_keys_from_the_cli_and_from_python():
     cli = apply_overrides(
         Cfg(), ["model=org/m", "lora_rank=16", "learning_rate=3e-4", "log_dir=/tmp/r"], aliases=TABLE
@@ -153,6 +157,11 @@ def test_the_short_names_users_expect_work_on_sft():
 def test_rl_rejects_epochs_and_distill_takes_student_model():
     with pytest.raises(OverrideError, match="short name 'epochs' does not apply"):
         jaxcook.make_config("rl", overrides={"epochs": 2})
+    # DESIGN's call: jaxcook.run("rl", model=..., env=MyEnv, max_tokens=1024, batches=100)
+    cfg = jaxcook.make_config(
+        "rl", overrides={"model": "m", "env": GridEnv, "max_tokens": 1024, "batches": 100}
+    )
+    assert (cfg.model.name, cfg.env, cfg.max_tokens, cfg.max_steps) == ("m", GridEnv, 1024, 100)
     cfg = jaxcook.make_config(
         "distill", overrides={"student_model": "m", "teacher_model": "t", "dataset": "d"}
     )
