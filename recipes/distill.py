@@ -82,8 +82,8 @@ def tiny() -> Config:
 
 def finished_teacher(log_dir: Path, steps: int) -> str | None:
     """The final checkpoint of a finished `steps`-step `sft` run in `log_dir`, found in the run
-    registry and checked against its recorded sha256; else None (an unfinished teacher is resumed
-    by rerunning it)."""
+    registry and checked against its recorded sha256 (a local one); else None (an unfinished
+    teacher is resumed by rerunning it)."""
     from jaxcook.runs.facts import checkpoint_sha256, normalize_path
     from jaxcook.runs.registry import RunRegistry
 
@@ -95,8 +95,8 @@ def finished_teacher(log_dir: Path, steps: int) -> str | None:
             final = registry.final_checkpoint(run["id"])
             if run["config"].get("max_steps") != steps or final is None:
                 continue
-            if final["sha256"] is not None and checkpoint_sha256(final["path"]) == final["sha256"]:
-                return final["path"]
+            if final["sha256"] is None or checkpoint_sha256(final["path"]) == final["sha256"]:
+                return final["path"]  # (no digest: a remote checkpoint, trusted as recorded)
             log.warning("teacher checkpoint %s changed since run %s wrote it", final["path"], run["id"])
     return None
 
