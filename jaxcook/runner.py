@@ -52,7 +52,7 @@ def run_config(recipe: str, cfg) -> RunResult:
                 f"{module.__name__}.main returned {type(result).__name__}, not a jaxcook.RunResult"
             )
         record.finished(result)
-    return result
+    return dataclasses.replace(result, run_id=record.run_id) if record.run_id else result
 
 
 def run(recipe: str, *, tiny: bool = False, **overrides: Any) -> RunResult:

@@ -148,6 +148,8 @@ def _main(parser: argparse.ArgumentParser, args) -> int:
         print(f"final checkpoint: {result.final_checkpoint}")
     if result.metrics:
         print(f"last metrics: {json.dumps(result.metrics[-1])}")
+    if result.run_id:
+        print(f"run id: {result.run_id} (python -m jaxcook.runs show {result.run_id})")
     return 0
 
 

@@ -90,6 +90,7 @@ def test_run_applies_overrides_and_returns_the_history(fake, tmp_path):
         fake, tiny=True, log_dir=str(tmp_path), lora={"rank": 8}, **{"adam.learning_rate": 0.01}
     )
     assert result.log_dir == str(tmp_path) and result.final_checkpoint is None
+    assert result.run_id.startswith("fake-")
     # tiny() has 2 steps; loss at step s is 1 / (s + 1).
     assert result.metrics == [
         {"step": 0, "train/loss": 1.0, "optim/lr": 0.01},
@@ -172,6 +173,11 @@ def test_cli_subprocess_runs_a_recipe_by_module_path(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"log dir: {tmp_path}" in proc.stdout
+    (run_id,) = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("run id: ")]
+    from jaxcook.runs import RunRegistry
+
+    with RunRegistry.open() as reg:  # the subprocess wrote this test's registry ($JAXCOOK_REGISTRY)
+        assert reg.get(run_id)["status"] == "finished" and reg.get(run_id)["recipe"] == "tests.fake_recipe"
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert json.loads((tmp_path / "config.json").read_text())["lora"]["rank"] == 8
