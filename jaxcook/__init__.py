@@ -1,7 +1,8 @@
 """jaxcook: JAX-native post-training (SFT, RL, DPO, distillation, LoRA on Flax NNX).
 
     import jaxcook
-    result = jaxcook.run("sft", tiny=True, learning_rate=3e-4)
+    result = jaxcook.run("sft", tiny=True, learning_rate=3e-4, lora_rank=8)
+    result = jaxcook.run("sft", dataset="chats.jsonl", epochs=3, **{"model.lora.rank": 16})
 
 Importing `jaxcook` stays light (no JAX): `run`, `make_config`, `run_config` and `RunResult` load
 on first use.

@@ -2,7 +2,7 @@
 
 Every config in jaxcook is a frozen, keyword-only dataclass, possibly nested (a recipe config holds a
 `lora: LoraConfig`, ...). Overrides come from the command line (`lora.rank=16`, strings parsed by the
-field's annotation) or from Python (`jaxcook.run("sft", lora={"rank": 8})`, values checked against it):
+field's annotation) or from Python (`apply_overrides(cfg, {"lora": {"rank": 8}})`, values checked against it):
 
     cfg = apply_overrides(cfg, ["lora.rank=16", "learning_rate=3e-4", "max_steps=none"])
     cfg = apply_overrides(cfg, {"lora": {"rank": 8}, "schedule": "cosine"})
@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
 
+from jaxcook.config_aliases import resolve as resolve_aliases
 from jaxcook.config_values import (
     OverrideError,
     build_dataclass,
@@ -40,6 +41,7 @@ from jaxcook.config_values import (
 
 __all__ = [
     "OverrideError",
+    "UnknownOptionError",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -50,11 +52,15 @@ __all__ = [
 ]
 
 
-def apply_overrides(cfg, overrides: Sequence[str] | Mapping[str, Any]):
+def apply_overrides(
+    cfg, overrides: Sequence[str] | Mapping[str, Any], *, aliases: Mapping[str, str] | None = None
+):
     """Return a copy of the dataclass `cfg` with `overrides` applied, in order.
 
     `overrides` is a sequence of "dotted.key=value" strings (parsed by annotation) or a mapping from
     dotted keys to Python values (a dict value for a nested dataclass field is a mapping of its keys).
+    `aliases` (a recipe's short names -> long keys, see `jaxcook.config_aliases`) rewrites short
+    names first and adds what they imply (`epochs` without `max_steps` clears `max_steps`).
     """
     _require_dataclass_instance(cfg)
     if isinstance(overrides, Mapping):
@@ -63,11 +69,24 @@ def apply_overrides(cfg, overrides: Sequence[str] | Mapping[str, Any]):
         raise TypeError("overrides must be a sequence of 'key=value' strings or a mapping, not one string")
     else:
         items = [(*parse_override(text), True) for text in overrides]
-    for key, value, from_cli in items:
+    for key, _, _ in items:
         if not isinstance(key, str) or not key:
             raise OverrideError(f"override key {key!r} is not a non-empty string")
-        cfg = _set_path(cfg, cfg, key.split("."), key, value, from_cli)
+    if aliases is not None:
+        items = resolve_aliases(cfg, items, aliases)
+    for key, value, from_cli in items:
+        try:
+            cfg = _set_path(cfg, cfg, key.split("."), key, value, from_cli)
+        except OverrideError as e:
+            if aliases and str(e).startswith("unknown config key"):
+                short = ", ".join(f"{n} ({t})" for n, t in aliases.items())
+                raise OverrideError(f"{e}. Short names: {short}") from None
+            raise
     return cfg
+
+
+class UnknownOptionError(OverrideError, TypeError):
+    """An option (`dataset_options`, `env_options`, ...) that the chosen builder does not have."""
 
 
 def construct(cls, options: Mapping[str, Any], *, fixed: Mapping[str, Any] | None = None, label: str = ""):
@@ -78,7 +97,7 @@ def construct(cls, options: Mapping[str, Any], *, fixed: Mapping[str, Any] | Non
     unknown = sorted(set(options) - valid)
     if unknown:
         where = f" ({label!r})" if label else ""
-        raise TypeError(f"{cls.__name__}{where} has no option {unknown}; valid: {sorted(valid)}")
+        raise UnknownOptionError(f"{cls.__name__}{where} has no option {unknown}; valid: {sorted(valid)}")
     return cls(**fixed, **options)
 
 

@@ -3,7 +3,12 @@
 A recipe module defines
   - `Config`: a frozen keyword-only dataclass whose defaults run on the embedded default model,
   - `tiny() -> Config`: a small variant for smoke tests,
-  - `main(cfg: Config) -> jaxcook.RunResult`.
+  - `main(cfg: Config) -> jaxcook.RunResult`,
+  - optionally `ALIASES`: its short names (`lora_rank=` for `model.lora.rank`, see
+    `jaxcook.config_aliases`); without it, the standard ones whose long key the config has.
+
+The task names tinker-cookbook users know (`supervised`, `reinforcement`, `preference`,
+`distillation`) name the same recipes (`TASK_ALIASES`).
 
 `get_recipe` also takes a dotted module path (`mypackage.my_recipe`) for recipes outside this
 registry, so `python scripts/train.py --recipe mypackage.my_recipe` and
@@ -27,6 +32,13 @@ RECIPES: dict[str, str] = {
     "prompt_distill": "recipes.prompt_distill",
 }
 
+TASK_ALIASES: dict[str, str] = {
+    "supervised": "sft",
+    "reinforcement": "rl",
+    "preference": "dpo",
+    "distillation": "distill",
+}
+
 REQUIRED_ATTRIBUTES = ("Config", "tiny", "main")
 
 
@@ -35,12 +47,17 @@ class RecipeError(LookupError):
 
 
 def recipe_module_path(name: str) -> str:
-    """The module path of a registered recipe name, or `name` itself when it is a dotted module path."""
+    """The module path of a registered recipe name (or task alias), or `name` itself when it is a
+    dotted module path."""
+    name = TASK_ALIASES.get(name, name)
     if name in RECIPES:
         return RECIPES[name]
     if "." in name and all(part.isidentifier() for part in name.split(".")):
         return name
-    raise RecipeError(f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES)}")
+    raise RecipeError(
+        f"unknown recipe {name!r}; registered recipes: {', '.join(RECIPES)} "
+        f"(task names: {', '.join(f'{k}={v}' for k, v in TASK_ALIASES.items())})"
+    )
 
 
 def is_implemented(name: str) -> bool:
@@ -59,7 +76,7 @@ def get_recipe(name: str) -> ModuleType:
     """
     path = recipe_module_path(name)
     if _find_spec(path) is None:
-        if name in RECIPES:
+        if TASK_ALIASES.get(name, name) in RECIPES:
             raise RecipeError(f"recipe {name!r} is not implemented yet (no module {path})")
         raise RecipeError(f"no recipe module {path!r}; registered recipes: {', '.join(RECIPES)}")
     module = importlib.import_module(path)
@@ -70,6 +87,14 @@ def get_recipe(name: str) -> ModuleType:
             f"a recipe defines {', '.join(REQUIRED_ATTRIBUTES)}"
         )
     return module
+
+
+def recipe_aliases(module: ModuleType, cfg) -> dict[str, str]:
+    """The recipe's short names -> long keys: its `ALIASES`, or the standard ones its config has."""
+    from jaxcook.config_aliases import default_aliases
+
+    table = getattr(module, "ALIASES", None)
+    return dict(table) if table is not None else default_aliases(cfg)
 
 
 def summary(name: str) -> str:

@@ -1,20 +1,25 @@
 """On-policy distillation (reverse KL) of an SFT-trained SmolLM2-135M teacher into the base model.
 
-The default needs nothing but the embedded model: when the first dataset's teacher has no
-checkpoint, the `sft` recipe first trains one (`teacher_sft_steps` LoRA steps on the same
-offline reasoning-gym math chats, into `<log_dir>/teacher_sft`, reused when already there); then
-the base SmolLM2-135M-Instruct student samples answers to the training questions and learns from
-the teacher's per-token log-probs. `test/teacher_kl` (held-out questions, nats per sampled token)
-is logged before the first and after the last step.
+The teacher, in order of precedence:
+- `teacher_model=NAME` (a registry name, hub id or local folder): that model as it is, no training;
+- `teacher_run=RUN_ID`: the final checkpoint of a run in the run registry (`python -m jaxcook.runs
+  list`), on the model that run trained;
+- `teacher_checkpoint=PATH`: a checkpoint of the teacher's configured model;
+- otherwise (the default, needing nothing but the embedded model) the `sft` recipe first trains
+  one: `teacher_sft_steps` LoRA steps on the same offline reasoning-gym math chats, into
+  `<log_dir>/teacher_sft`, reused when the registry has that teacher's finished run.
+Then the base SmolLM2-135M-Instruct student samples answers to the training questions and learns
+from the teacher's per-token log-probs. `test/teacher_kl` (held-out questions, nats per sampled
+token) is logged before the first and after the last step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
+from jaxcook.config_aliases import aliases
 from jaxcook.distill.on_policy import DistillDatasetConfig, OnPolicyConfig, train
 from jaxcook.distill.teacher import TeacherConfig
 from jaxcook.lora import LoraConfig
@@ -39,9 +44,17 @@ class Config(OnPolicyConfig):
     max_tokens: int = 56
     max_steps: int | None = 20
     optim: OptimConfig = OptimConfig(learning_rate=1e-3, lr_schedule="constant")
+    dataset: str | None = None  # shorthand for datasets[0].dataset (its dataset_options are dropped)
+    teacher_model: str | None = None  # a pretrained teacher, used as it is (no SFT teacher is trained)
+    teacher_run: str | None = None  # a registered run (id or prefix) whose final checkpoint teaches
     teacher_checkpoint: str | None = None  # shorthand for datasets[0].teacher.model.load_checkpoint
     teacher_sft_steps: int = 30  # SFT steps of the teacher made when none is given; 0 = never make one
     teacher_sft_learning_rate: float = 1e-3
+
+
+ALIASES = aliases(
+    student_model="model.name", epochs=None, batch_size=None, max_length=None, batches="max_steps"
+)
 
 
 def tiny() -> Config:
@@ -68,19 +81,41 @@ def tiny() -> Config:
 
 
 def finished_teacher(log_dir: Path, steps: int) -> str | None:
-    """The final checkpoint of a finished `steps`-step teacher run in `log_dir`, else None (an
-    unfinished one is resumed by rerunning it)."""
-    from jaxcook.workflows.training_run import final_checkpoint
+    """The final checkpoint of a finished `steps`-step `sft` run in `log_dir`, found in the run
+    registry and checked against its recorded sha256 (a local one); else None (an unfinished
+    teacher is resumed by rerunning it)."""
+    from jaxcook.runs.facts import checkpoint_sha256, normalize_path
+    from jaxcook.runs.registry import RunRegistry
 
-    record = final_checkpoint(log_dir)
-    if record is None:
+    registry = RunRegistry.open()
+    if registry is None:
         return None
-    path = Path(record["state_path"])
-    try:  # the checkpoint's JSON meta (written by TrainingRun.save): the run config it was made with
-        meta = json.loads((path / "meta" / "metadata").read_text())
-    except (OSError, ValueError):
-        return None
-    return str(path) if meta.get("config", {}).get("max_steps") == steps else None
+    with registry:
+        for run in registry.runs(recipe="sft", status="finished", log_dir=normalize_path(str(log_dir))):
+            final = registry.final_checkpoint(run["id"])
+            if run["config"].get("max_steps") != steps or final is None:
+                continue
+            if final["sha256"] is None or checkpoint_sha256(final["path"]) == final["sha256"]:
+                return final["path"]  # (no digest: a remote checkpoint, trusted as recorded)
+            log.warning("teacher checkpoint %s changed since run %s wrote it", final["path"], run["id"])
+    return None
+
+
+def registered_teacher(run_id: str, like: ModelOptions) -> ModelOptions:
+    """The model options of the final checkpoint of registered run `run_id` (model, LoRA, renderer)."""
+    from jaxcook.config import config_from_dict
+    from jaxcook.runs.registry import RegistryError, RunRegistry
+
+    registry = RunRegistry.open()
+    if registry is None:
+        raise RegistryError("teacher_run needs the run registry, which is off (JAXCOOK_REGISTRY=off)")
+    with registry:
+        run = registry.get(run_id)
+        final = registry.final_checkpoint(run["id"])
+    if run["status"] != "finished" or final is None:
+        raise RegistryError(f"teacher_run {run['id']!r} is {run['status']} and has no final checkpoint")
+    model = config_from_dict(ModelOptions, run["config"]["model"])
+    return dataclasses.replace(model, load_checkpoint=final["path"], mesh=like.mesh)
 
 
 def make_teacher(cfg: Config) -> str:
@@ -106,27 +141,48 @@ def make_teacher(cfg: Config) -> str:
     return jaxcook.run_config("sft", sft).final_checkpoint
 
 
+def with_teacher(cfg: Config, teacher: TeacherConfig) -> Config:
+    """`cfg` with `teacher` for every source that had the first source's teacher."""
+    first = cfg.datasets[0].teacher
+    datasets = tuple(
+        dataclasses.replace(d, teacher=teacher) if d.teacher == first else d for d in cfg.datasets
+    )
+    return dataclasses.replace(cfg, datasets=datasets)
+
+
 def main(cfg: Config) -> RunResult:
     from jaxcook.logging.run_dir import check_log_dir
+    from jaxcook.runs.hook import resolved_config
 
+    first = cfg.datasets[0]
+    if cfg.dataset is not None and cfg.dataset != first.dataset:
+        source = dataclasses.replace(first, dataset=cfg.dataset, dataset_options={})
+        cfg = dataclasses.replace(cfg, datasets=(source, *cfg.datasets[1:]))
     teacher = cfg.datasets[0].teacher
+    if cfg.teacher_model is not None:
+        model = dataclasses.replace(
+            teacher.model,
+            name=cfg.teacher_model,
+            renderer=None,
+            lora=teacher.model.lora if cfg.teacher_checkpoint else None,
+            load_checkpoint=None,
+        )
+        teacher = dataclasses.replace(teacher, model=model)
+    elif cfg.teacher_run is not None:
+        teacher = dataclasses.replace(teacher, model=registered_teacher(cfg.teacher_run, teacher.model))
     if cfg.teacher_checkpoint is not None:
         teacher = dataclasses.replace(
             teacher, model=dataclasses.replace(teacher.model, load_checkpoint=cfg.teacher_checkpoint)
         )
-        cfg = dataclasses.replace(
-            cfg, datasets=(dataclasses.replace(cfg.datasets[0], teacher=teacher), *cfg.datasets[1:])
-        )
-    if cfg.teacher_sft_steps and teacher.model.load_checkpoint is None and teacher.system_prompt is None:
+    cfg = with_teacher(cfg, teacher)
+    given = cfg.teacher_model or cfg.teacher_run or teacher.model.load_checkpoint or teacher.system_prompt
+    if cfg.teacher_sft_steps and given is None:
         # The teacher lives in the log dir: apply its exists-policy now, before the teacher is made.
         check_log_dir(cfg.run.log_dir, cfg.run.if_log_dir_exists)
         path = make_teacher(cfg)
-        with_ckpt = dataclasses.replace(
-            teacher, model=dataclasses.replace(teacher.model, load_checkpoint=path)
+        cfg = with_teacher(
+            cfg, dataclasses.replace(teacher, model=dataclasses.replace(teacher.model, load_checkpoint=path))
         )
-        datasets = tuple(
-            dataclasses.replace(d, teacher=with_ckpt) if d.teacher == teacher else d for d in cfg.datasets
-        )
-        run = dataclasses.replace(cfg.run, if_log_dir_exists="resume")
-        cfg = dataclasses.replace(cfg, datasets=datasets, run=run)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, if_log_dir_exists="resume"))
+    resolved_config(cfg)  # the registry's lineage: this run's teacher
     return train(cfg)

@@ -11,6 +11,7 @@ own rates are `data/teacher_test/criterion/*`), `test/nll` (of the teacher's hel
 
 from __future__ import annotations
 
+from jaxcook.config_aliases import aliases
 from jaxcook.distill.prompt_distill import PromptDistillConfig, train
 from jaxcook.lora import LoraConfig
 from jaxcook.run_result import RunResult
@@ -18,6 +19,7 @@ from jaxcook.workflows.common import ModelOptions
 from jaxcook.workflows.options import OptimConfig, RunOptions
 
 Config = PromptDistillConfig
+ALIASES = aliases()  # model=, dataset=, lora_rank=, epochs=, ... (jaxcook.config_aliases)
 
 
 def tiny() -> Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jaxcook.config_aliases import aliases
 from jaxcook.lora import LoraConfig
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
@@ -22,6 +23,9 @@ class Config(SupervisedConfig):
     max_length: int = 384
     optim: OptimConfig = OptimConfig(learning_rate=3e-4)
     run: RunOptions = RunOptions(log_dir="runs/reward_model")
+
+
+ALIASES = aliases()  # jaxcook.config_aliases
 
 
 def tiny() -> Config:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxcook.config_aliases import aliases
 from jaxcook.lora import LoraConfig
+from jaxcook.rl.envs.registry import EnvSpec
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
 from jaxcook.workflows.options import OptimConfig, RunOptions
@@ -14,7 +16,7 @@ from jaxcook.workflows.rl import RLConfig, train
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RLConfig):
-    env: str = "arithmetic"
+    env: EnvSpec = "arithmetic"
     # two-digit a + b, answered as an equation after 3 worked examples; 128 held-out problems
     env_options: dict[str, Any] = field(default_factory=lambda: {"n_test_problems": 128})
     groups_per_batch: int = 8
@@ -24,6 +26,11 @@ class Config(RLConfig):
     eval_every: int = 10
     optim: OptimConfig = OptimConfig(learning_rate=2e-4, lr_schedule="constant")
     run: RunOptions = RunOptions(log_dir="runs/rl", save_every=10)
+
+
+ALIASES = aliases(
+    dataset=None, epochs=None, batch_size=None, max_length=None, batches="max_steps"
+)  # jaxcook.config_aliases
 
 
 def tiny() -> Config:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxcook.config_aliases import aliases
 from jaxcook.lora import LoraConfig
+from jaxcook.rl.envs.registry import EnvSpec
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
 from jaxcook.workflows.options import OptimConfig, RunOptions
@@ -14,7 +16,7 @@ from jaxcook.workflows.rl import RLConfig, train
 
 @dataclass(frozen=True, kw_only=True)
 class Config(RLConfig):
-    env: str = "guess_number"
+    env: EnvSpec = "guess_number"
     env_options: dict[str, Any] = field(
         default_factory=lambda: {"lo": 1, "hi": 10, "max_guesses": 4, "n_test_problems": 32}
     )
@@ -23,6 +25,11 @@ class Config(RLConfig):
     max_tokens: int = 12  # per turn
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, lr_schedule="constant")
     run: RunOptions = RunOptions(log_dir="runs/rl_multiturn", save_every=10)
+
+
+ALIASES = aliases(
+    dataset=None, epochs=None, batch_size=None, max_length=None, batches="max_steps"
+)  # jaxcook.config_aliases
 
 
 def tiny() -> Config:

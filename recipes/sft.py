@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jaxcook.config_aliases import aliases
 from jaxcook.lora import LoraConfig
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
@@ -9,6 +10,7 @@ from jaxcook.workflows.options import OptimConfig, RunOptions
 from jaxcook.workflows.supervised import SupervisedConfig, train
 
 Config = SupervisedConfig
+ALIASES = aliases()  # model=, dataset=, lora_rank=, epochs=, ... (jaxcook.config_aliases)
 
 
 def tiny() -> Config:

@@ -90,6 +90,7 @@ def test_run_applies_overrides_and_returns_the_history(fake, tmp_path):
         fake, tiny=True, log_dir=str(tmp_path), lora={"rank": 8}, **{"adam.learning_rate": 0.01}
     )
     assert result.log_dir == str(tmp_path) and result.final_checkpoint is None
+    assert result.run_id.startswith("fake-")
     # tiny() has 2 steps; loss at step s is 1 / (s + 1).
     assert result.metrics == [
         {"step": 0, "train/loss": 1.0, "optim/lr": 0.01},
@@ -172,6 +173,11 @@ def test_cli_subprocess_runs_a_recipe_by_module_path(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"log dir: {tmp_path}" in proc.stdout
+    (run_id,) = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("run id: ")]
+    from jaxcook.runs import RunRegistry
+
+    with RunRegistry.open() as reg:  # the subprocess wrote this test's registry ($JAXCOOK_REGISTRY)
+        assert reg.get(run_id)["status"] == "finished" and reg.get(run_id)["recipe"] == "tests.fake_recipe"
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert json.loads((tmp_path / "config.json").read_text())["lora"]["rank"] == 8
@@ -184,3 +190,123 @@ def test_cli_subprocess_bad_value_has_no_traceback(tmp_path):
     assert "train.py: error: lora.rank: expected int, got 'big'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not tmp_path.joinpath("metrics.jsonl").exists()  # nothing ran
+
+
+def _chats(path, n: int, bad_line: int | None = None) -> str:
+    with open(path, "w") as f:
+        for i in range(1, n + 1):
+            if i == bad_line:
+                f.write('{"messages": [oops\n')
+                continue
+            messages = [
+                {"role": "user", "content": f"{i} + 1?"},
+                {"role": "assistant", "content": f"{i + 1}"},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return str(path)
+
+
+USER_ERRORS = {
+    # name: (arguments after --recipe, the error line's fragment); {data}/{bad} are files the test writes
+    "config key": (
+        ["sft", "--tiny", "lora.rank=4"],
+        "unknown config key 'lora.rank' for SupervisedConfig. Did you mean model.lora.rank?",
+    ),
+    "config value": (["sft", "--tiny", "lora_rank=big"], "model.lora.rank: expected int, got 'big'"),
+    "short name": (["rl", "--tiny", "epochs=2"], "short name 'epochs' does not apply to this recipe"),
+    "unknown recipe": (["sfx"], "unknown recipe 'sfx'; registered recipes: sft, rl,"),
+    "data format": (["sft", "--tiny", "dataset={bad}"], "{bad}:3: invalid JSON"),
+    "missing file": (["sft", "--tiny", "dataset={missing}"], "{missing}: no such file"),
+    "builder option": (
+        ["sft", "--tiny", "dataset={data}", 'dataset_options={{"n_per_task": 3}}'],
+        "has no option ['n_per_task']",
+    ),
+    "env import path": (
+        ["rl", "--tiny", "env=no_such_pkg.envs:Env"],
+        "env 'no_such_pkg.envs:Env': cannot import no_such_pkg.envs",
+    ),
+    "missing model": (["sft", "--tiny", "model={missing}"], "{missing}: not a model folder or .gguf file"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(USER_ERRORS))
+def test_cli_user_errors_are_one_line_and_exit_2(kind, tmp_path):
+    files = {
+        "data": _chats(tmp_path / "chats.jsonl", 8),
+        "bad": _chats(tmp_path / "bad.jsonl", 4, bad_line=3),
+        "missing": str(tmp_path / "nope.jsonl"),
+    }
+    args, fragment = USER_ERRORS[kind]
+    args = [a.format(**files) for a in args]
+    proc = _run_train("--recipe", *args, f"log_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]  # one line, nothing else
+    assert proc.stderr.startswith("train.py: error: ") and fragment.format(**files) in proc.stderr
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    bad = _chats(tmp_path / "bad.jsonl", 4, bad_line=2)
+    proc = _run_train("--recipe", "sft", "--tiny", "--debug", f"dataset={bad}", f"log_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert "Traceback (most recent call last)" in proc.stderr and "DataFormatError" in proc.stderr
+    assert (
+        proc.stderr.splitlines()[-1]
+        == f"train.py: error: {bad}:2: invalid JSON: Expecting value at column 15"
+    )
+
+
+def test_cli_tiny_composes_with_the_users_dataset(tmp_path):
+    data = _chats(tmp_path / "chats.jsonl", 8)
+    proc = _run_train(
+        "--recipe", "sft", "--tiny", f"dataset={data}", "max_steps=1", f"log_dir={tmp_path / 'run'}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["dataset"], config["dataset_options"], config["max_steps"]) == (data, {}, 1)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [0]
+
+
+def test_cli_help_lists_the_short_names_and_task_names(capsys):
+    assert _train_module().main(["--recipe", "distillation", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "short names (name -> the key it sets):" in out
+    assert "  student_model -> model.name" in out and "  lora_rank     -> model.lora.rank" in out
+    assert "epochs" not in out.split("short names")[1]  # distill has no epochs
+    assert _train_module().main(["--help"]) == 0
+    assert "task names: supervised = sft, reinforcement = rl, preference = dpo, distillation = distill" in (
+        capsys.readouterr().out
+    )
+
+
+def _docstring_examples():
+    """Each `jaxcook.run(...)` and `scripts/train.py --recipe` line of the entry points' docstrings."""
+    import ast
+    import shlex
+
+    for path in (ROOT / "jaxcook" / "__init__.py", ROOT / "jaxcook" / "runner.py", TRAIN):
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        for line in doc.splitlines():
+            code = line.split("#")[0].strip()
+            if code.startswith(("jaxcook.run(", "result = jaxcook.run(")):
+                call = ast.parse(code.removeprefix("result = ")).body[0].value
+                kwargs = {}
+                for kw in call.keywords:
+                    value = ast.literal_eval(kw.value)
+                    kwargs.update(value if kw.arg is None else {kw.arg: value})
+                yield path.name, ast.literal_eval(call.args[0]), kwargs
+            elif "scripts/train.py --recipe" in code and "..." not in code:
+                argv = shlex.split(code)
+                recipe = argv[argv.index("--recipe") + 1]
+                yield path.name, recipe, [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+def test_docstring_examples_use_keys_that_exist():
+    examples = list(_docstring_examples())
+    assert len(examples) >= 6  # 2 in jaxcook/__init__.py, 3 in runner.py, 2 in train.py
+    for where, recipe, overrides in examples:
+        tiny = isinstance(overrides, dict) and overrides.pop("tiny", False)
+        try:
+            jaxcook.make_config(recipe, tiny=tiny, overrides=overrides)
+        except OverrideError as e:
+            raise AssertionError(f"{where}: jaxcook.run({recipe!r}, {overrides}) fails: {e}") from None

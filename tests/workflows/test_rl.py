@@ -105,6 +105,7 @@ def test_raising_envs_and_nan_rewards_are_counted_and_the_run_goes_on(tmp_path, 
     result = run_tiny(
         tmp_path,
         env="flaky",
+        env_options={"n_test_problems": 4, "few_shot": 1},  # a new env starts without tiny()'s options
         **{
             "rollout.on_error": "min_viable",
             "rollout.min_successful": 1,
