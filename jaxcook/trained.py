@@ -37,6 +37,12 @@ class TrainedModel:
 
         return get_renderer(self.renderer_name, self.tokenizer)
 
+    def sampling_client(self, **kwargs):
+        """A `LocalSamplingClient` on these weights (kwargs: seed, default_max_tokens, ...)."""
+        from jaxcook.sampling import LocalSamplingClient
+
+        return LocalSamplingClient.from_model(self.model, self.tokenizer, **kwargs)
+
 
 def is_checkpoint(path: Path) -> bool:
     return (path / "state").is_dir() and (path / "meta").is_dir()
