@@ -35,6 +35,8 @@ class SupervisedConfig:
     optim: OptimConfig = OptimConfig(learning_rate=5e-4)
     eval_every: int = 20  # steps; 0 = only at the end
     eval_batch_size: int = 16
+    # sampling evals beside the NLL: "file.jsonl[:scorer+scorer][:key=value]" (jaxcook.eval.sampling_eval)
+    evals: tuple[str, ...] = ()
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/sft")
 
@@ -53,7 +55,9 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
     `extra_evaluators`: factories `(setup, data) -> evaluator`, where `evaluator(client) -> metrics`
     runs at each eval beside the held-out NLL."""
     from jaxcook.eval.nll import NLLEvaluator
+    from jaxcook.eval.sampling_eval import evaluator_factories
 
+    extra_evaluators = (*extra_evaluators, *evaluator_factories(cfg.evals))  # a bad spec fails here
     setup = make_setup(
         cfg.model,
         max_length=cfg.max_length,
