@@ -1,6 +1,9 @@
 """scripts/export.py: PEFT and merged exports of a tiny run load in transformers / peft with jaxcook's
 logits; --push-to-hub reaches a hub stand-in; bad input is a one-line error."""
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -22,7 +25,29 @@ transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def export(*args, env=None):
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXPORT = load_script("export")
+
+
+def export(*args):
+    """scripts/export.py's main in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = EXPORT.main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def export_process(*args, env=None):
+    """scripts/export.py in a fresh interpreter (environment variables such as HF_ENDPOINT apply)."""
     cmd = [sys.executable, str(ROOT / "scripts" / "export.py"), *map(str, args)]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
@@ -133,7 +158,7 @@ def test_bad_input_is_one_line(make, expected, tmp_path):
 def test_push_to_hub_uploads_every_file(lora_run, tmp_path):
     out = tmp_path / "peft"
     with HubStandIn() as hub:
-        done = export(
+        done = export_process(
             lora_run,
             "--format",
             "peft",
