@@ -37,7 +37,9 @@ def run_config(recipe: str, cfg) -> RunResult:
     module = get_recipe(recipe)
     if not (dataclasses.is_dataclass(cfg) and isinstance(cfg, module.Config)):
         raise TypeError(f"recipe {recipe!r} expects a {module.__name__}.Config, got {type(cfg).__name__}")
-    result = module.main(cfg)
+    from jaxcook.event_loop import call_blocking
+
+    result = call_blocking(module.main, cfg)  # off the running event loop of a notebook, if any
     if not isinstance(result, RunResult):
         raise TypeError(f"{module.__name__}.main returned {type(result).__name__}, not a jaxcook.RunResult")
     return result
