@@ -21,6 +21,7 @@ from pathlib import Path
 from jaxcook.data.errors import DataFormatError
 from jaxcook.eval.prompts import read_prompts
 from jaxcook.eval.scorers import SCORERS, get_scorer
+from jaxcook.logging import logtree, trace
 from jaxcook.types import SamplingParams
 
 EMBEDDING_MODEL_ENV = "JAXCOOK_EMBEDDING_MODEL"  # default sentence-embedding model folder
@@ -102,6 +103,24 @@ class SamplingEvaluator:
                 sampler.close()
 
     def evaluate(self, sampler) -> dict[str, float]:
+        with trace.scope("eval/sampling", name=self.cfg.metric_name):
+            metrics = self._evaluate(sampler)
+        self._log_tree(metrics)
+        return metrics
+
+    def _log_tree(self, metrics: dict[str, float]) -> None:
+        """The metrics and every sample (prompt, reference, response, scores) in the active log tree."""
+        if not logtree.active():
+            return
+        with logtree.scope(f"eval/{self.cfg.metric_name}: {len(self.rows)} samples from {self.cfg.path}"):
+            logtree.table([{"metric": k, "value": v} for k, v in metrics.items()])
+            rows = []
+            for record, ref, row in zip(self.records, self.references, self.rows, strict=True):
+                asked = record.messages[-1]["content"] if record.messages is not None else record.text
+                rows.append({"prompt": asked, "reference": ref, "response": row["response"], **row["scores"]})
+            logtree.table(rows)
+
+    def _evaluate(self, sampler) -> dict[str, float]:
         cfg = self.cfg
         chat = SamplingParams(
             max_tokens=cfg.max_tokens,

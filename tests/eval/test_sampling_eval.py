@@ -111,6 +111,15 @@ def test_sft_run_with_evals_from_the_cli(tmp_path):
         assert "test/nll" in r  # beside the held-out NLL
         assert all(0.0 <= r[f"eval/qa/{k}"] <= 1.0 for k in keys - {"response_tokens"})
         assert 1 <= r["eval/qa/response_tokens"] <= 4
+    # Timing spans: one per step and one per eval, in a Chrome trace.
+    spans = [e for e in json.loads((log_dir / "trace.json").read_text())["traceEvents"] if e["ph"] == "X"]
+    assert [e["args"]["step"] for e in spans if e["name"] == "sft/step"] == [0, 1, 2, 3]
+    assert [e["args"]["step"] for e in spans if e["name"] == "sft/eval"] == [0, 2, 4]
+    assert sum(e["name"] == "eval/sampling" for e in spans) == 3
+    # Log tree of each eval: the samples with their scores, and held-out datums with loss weights.
+    page = (log_dir / "reports" / "eval_000004.html").read_text()
+    assert "eval/qa: 2 samples" in page and "<th>prompt</th><th>reference</th><th>response</th>" in page
+    assert "What is 2+3?" in page and "test: held-out NLL over" in page and 'title="weight ' in page
 
 
 def test_bad_eval_spec_fails_before_training(tmp_path):
