@@ -48,6 +48,11 @@ def is_checkpoint(path: Path) -> bool:
     return (path / "state").is_dir() and (path / "meta").is_dir()
 
 
+def is_run_dir(path: Path) -> bool:
+    """A training run's log dir: it has checkpoints/ or a metrics log."""
+    return (path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file()
+
+
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Finished checkpoint steps of a run dir (Orbax renames a step folder when it is complete)."""
     folder = run_dir / "checkpoints"
@@ -63,7 +68,7 @@ def find_checkpoint(path: str | Path) -> Path:
         raise TrainedModelError(f"{path}: no such run dir or checkpoint folder")
     if is_checkpoint(path):
         return path
-    if (path / "checkpoints").is_dir():
+    if is_run_dir(path):
         steps = checkpoint_steps(path)
         if not steps:
             raise TrainedModelError(f"{path}: a run dir with no finished checkpoint in {path}/checkpoints")
@@ -111,7 +116,7 @@ def load_trained(path_or_model: str | Path, *, renderer: str | None = None) -> T
     from jaxcook.workflows.common import DTYPES, ModelOptions, renderer_name_for
 
     path = Path(str(path_or_model)).expanduser()
-    looks_like_run = path.is_dir() and (is_checkpoint(path) or (path / "checkpoints").exists())
+    looks_like_run = path.is_dir() and (is_checkpoint(path) or is_run_dir(path))
     if not looks_like_run:
         if str(path_or_model) not in MODELS and not path.exists():
             raise TrainedModelError(

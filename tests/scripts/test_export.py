@@ -146,6 +146,7 @@ def test_full_finetune_merged_export_and_peft_refused(full_run, tmp_path):
         (lambda tmp: tmp, "not a run dir (no checkpoints/) nor a checkpoint folder"),
         (lambda tmp: tmp / "missing", "no such run dir or checkpoint folder"),
         (lambda tmp: (tmp / "checkpoints").mkdir() or tmp, "a run dir with no finished checkpoint"),
+        (lambda tmp: (tmp / "metrics.jsonl").touch() or tmp, "a run dir with no finished checkpoint"),
     ],
 )
 def test_bad_input_is_one_line(make, expected, tmp_path):
