@@ -12,7 +12,12 @@ def uses_asyncio_run(x):
     async def double():
         return 2 * x
 
-    return asyncio.run(double()), threading.current_thread().name
+    coro = double()
+    try:
+        return asyncio.run(coro), threading.current_thread().name
+    except RuntimeError:
+        coro.close()  # refused inside a running loop: never awaited
+        raise
 
 
 def test_plain_call_outside_a_loop():
