@@ -45,8 +45,10 @@ def run_config(recipe: str, cfg) -> RunResult:
     module = get_recipe(recipe)
     if not (dataclasses.is_dataclass(cfg) and isinstance(cfg, module.Config)):
         raise TypeError(f"recipe {recipe!r} expects a {module.__name__}.Config, got {type(cfg).__name__}")
+    from jaxcook.event_loop import call_blocking
+
     with recorded(TASK_ALIASES.get(recipe, recipe), cfg) as record:
-        result = module.main(cfg)
+        result = call_blocking(module.main, cfg)  # off the running event loop of a notebook, if any
         if not isinstance(result, RunResult):
             raise TypeError(
                 f"{module.__name__}.main returned {type(result).__name__}, not a jaxcook.RunResult"

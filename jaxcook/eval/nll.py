@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jaxcook.data.metrics import compute_bpb, compute_mean_nll
+from jaxcook.logging import logtree
 from jaxcook.types import Datum
 
 
@@ -15,6 +16,7 @@ class NLLEvaluator:
         if not data:
             raise ValueError("NLLEvaluator needs at least one datum")
         self.data, self.tokenizer, self.batch_size, self.name = list(data), tokenizer, batch_size, name
+        self.shown = 4  # datums rendered in an active log tree
 
     def __call__(self, client) -> dict[str, float]:
         futures = [
@@ -24,7 +26,13 @@ class NLLEvaluator:
         logprobs = [o["logprobs"] for f in futures for o in f.result().loss_fn_outputs]
         weights = [d.loss_fn_inputs["weights"] for d in self.data]
         targets = [d.loss_fn_inputs["target_tokens"] for d in self.data]
-        return {
+        metrics = {
             f"{self.name}/nll": compute_mean_nll(logprobs, weights),
             f"{self.name}/bpb": compute_bpb(logprobs, weights, targets, self.tokenizer),
         }
+        with logtree.scope(f"{self.name}: held-out NLL over {len(self.data)} datums"):
+            logtree.table([{"metric": k, "value": v} for k, v in metrics.items()])
+            for i, datum in enumerate(self.data[: self.shown]):
+                with logtree.scope(f"datum {i}: target tokens shaded by loss weight", open=i == 0):
+                    logtree.datum(datum, self.tokenizer)
+        return metrics

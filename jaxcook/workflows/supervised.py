@@ -8,6 +8,7 @@ Up to two steps are in flight: step s+1 is batched and submitted while step s co
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from jaxcook.data.metrics import compute_mean_nll
+from jaxcook.logging import logtree, trace
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions, make_setup
 from jaxcook.workflows.options import OptimConfig, RunOptions
@@ -35,6 +37,8 @@ class SupervisedConfig:
     optim: OptimConfig = OptimConfig(learning_rate=5e-4)
     eval_every: int = 20  # steps; 0 = only at the end
     eval_batch_size: int = 16
+    # sampling evals beside the NLL: "file.jsonl[:scorer+scorer][:key=value]" (jaxcook.eval.sampling_eval)
+    evals: tuple[str, ...] = ()
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/sft")
 
@@ -53,7 +57,9 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
     `extra_evaluators`: factories `(setup, data) -> evaluator`, where `evaluator(client) -> metrics`
     runs at each eval beside the held-out NLL."""
     from jaxcook.eval.nll import NLLEvaluator
+    from jaxcook.eval.sampling_eval import evaluator_factories
 
+    extra_evaluators = (*extra_evaluators, *evaluator_factories(cfg.evals))  # a bad spec fails here
     setup = make_setup(
         cfg.model,
         max_length=cfg.max_length,
@@ -72,12 +78,16 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
     )
     evaluators += [make(setup, data) for make in extra_evaluators]
 
-    def evaluate(client) -> dict[str, float]:
-        return {k: v for ev in evaluators for k, v in ev(client).items()}
+    def evaluate(client, step: int) -> dict[str, float]:  # samples and scores also go to an HTML log tree
+        page = run.log_dir / "reports" / f"eval_{step:06d}.html"
+        with logtree.report(page, title=f"sft evals at step {step}"), trace.scope("sft/eval", step=step):
+            return {k: v for ev in evaluators for k, v in ev(client).items()}
 
     evaluator = evaluate if evaluators else None
 
     run = TrainingRun(cfg.run, cfg)
+    spans = contextlib.ExitStack()  # timing spans of the run -> log_dir/trace.json (Perfetto)
+    spans.enter_context(trace.tracing(run.log_dir / "trace.json"))
     try:
         start, _ = run.resume(client)
         loop = {"renderer_name": setup.renderer_name}
@@ -85,10 +95,11 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
             run.log({k: float(v) for k, v in data.stats.items()}, 0)
         _loop(cfg, run, client, data.train, evaluator, start, total, n_batches, loop)
         if evaluator is not None:
-            run.log(evaluator(client), total)
+            run.log(evaluator(client, total), total)
         final = run.finish(total, client, loop)
     finally:
         run.close()
+        spans.close()
     return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))
 
 
@@ -106,6 +117,7 @@ def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop
         weights = [d.loss_fn_inputs["weights"] for d in batch]
         tokens = sum(d.length for d in batch)
         elapsed = time.perf_counter() - t0
+        trace.record("sft/step", t0, t0 + elapsed, step=step, tokens=tokens)
         metrics = {
             "train/loss": out.metrics["loss:sum"],
             "train/nll": compute_mean_nll(logprobs, weights),
@@ -124,7 +136,7 @@ def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop
         if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
             while in_flight:
                 finish_oldest()
-            run.log(evaluator(client), step)
+            run.log(evaluator(client, step), step)
         epoch, i = divmod(step, n_batches)
         if epoch != epoch_set:
             train_data.set_epoch(epoch)
