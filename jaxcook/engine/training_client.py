@@ -59,12 +59,13 @@ class LocalTrainingClient:
         self.lora, self.tokenizer, self.model_name = lora, tokenizer, model_name
         self.config = model.config
         self.mesh = mesh or sharding.make_mesh()
+        sharding.check_model(self.config, self.mesh)
         self.buckets, self.pack = buckets, pack
         graphdef, trainable, frozen = lora_lib.split(model, lora)
         self.graphdef = graphdef
         self.frozen = jax.device_put(frozen, sharding.state_shardings(frozen, self.mesh))
         self._state: TrainState = place_state(init_train_state(trainable, seed), self.mesh)
-        self.steps = StepFunctions(graphdef, remat=remat)
+        self.steps = StepFunctions(graphdef, remat=remat, mesh=self.mesh)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxcook-train")
         self._lock = threading.Lock()  # serialises submissions so queue order = call order
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxcook.engine.sharding import constrain
+
 _MASKED = -1e30  # finite, so a fully masked row (a padding query) gives a uniform row, not NaN
 
 
@@ -32,10 +34,14 @@ def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
     """
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]
+    # Heads stay split over `tensor` (each device attends with its own query and kv heads).
+    q_BTHD = constrain(q_BTHD, ("batch", None, "heads", None))
+    k_BSKD = constrain(k_BSKD, ("batch", None, "kv_heads", None))
+    v_BSKD = constrain(v_BSKD, ("batch", None, "kv_heads", None))
     q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D)  # query heads grouped by their kv head
     scores_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
     scores_BKGTS = scores_BKGTS * (D**-0.5)
     scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
     probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
     out_BTKGD = jnp.einsum("bkgts,bskd->btkgd", probs_BKGTS, v_BSKD)
-    return out_BTKGD.reshape(B, T, H, D)
+    return constrain(out_BTKGD.reshape(B, T, H, D), ("batch", None, "heads", None))
