@@ -61,9 +61,7 @@ def main(out: str, data: int, fsdp: int, tensor: int, mode: str):
         "frozen": specs(client.frozen),
         "batch": specs(batch),
     }
-    np.savez(
-        out, losses=np.asarray(losses), devices=mesh.size, shardings=json.dumps(shardings), **leaves
-    )
+    np.savez(out, losses=np.asarray(losses), devices=mesh.size, shardings=json.dumps(shardings), **leaves)
 
 
 if __name__ == "__main__":
