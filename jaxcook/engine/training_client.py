@@ -75,12 +75,13 @@ class LocalTrainingClient:
         model_name: str,
         *,
         lora: lora_lib.LoraConfig | None = lora_lib.LoraConfig(),
-        param_dtype=jnp.float32,
+        param_dtype=None,
         **kwargs,
     ) -> LocalTrainingClient:
+        """`param_dtype=None`: bf16 on GPU/TPU, f32 on CPU; with `mesh=`, loaded straight into it."""
         from jaxcook.models import load
 
-        loaded = load(model_name, lora=lora, param_dtype=param_dtype)
+        loaded = load(model_name, lora=lora, param_dtype=param_dtype, mesh=kwargs.get("mesh"))
         return cls(loaded.model, lora=lora, tokenizer=loaded.tokenizer, model_name=model_name, **kwargs)
 
     # -- batching -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"auto": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16}  # auto: bf16 on GPU/TPU
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +22,8 @@ class ModelOptions:
     name: str = "smollm2-135m-instruct"
     renderer: str | None = None  # None = the model's recommended renderer
     lora: LoraConfig | None = LoraConfig(rank=32)
-    param_dtype: Literal["float32", "bfloat16"] = "float32"  # base weights; adapters and Adam stay f32
+    # base weights (auto: bf16 on GPU/TPU, f32 on CPU); adapters and Adam stay f32
+    param_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     mesh: MeshConfig = MeshConfig()
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
@@ -54,9 +55,10 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
     from jaxcook.models import load
     from jaxcook.renderers import get_renderer
 
-    loaded = load(options.name, lora=options.lora, param_dtype=DTYPES[options.param_dtype])
-    renderer_name = renderer_name_for(options)
     mesh = make_mesh(options.mesh)
+    # straight into the mesh's shardings, tensor by tensor (no device holds the whole model)
+    loaded = load(options.name, lora=options.lora, param_dtype=DTYPES[options.param_dtype], mesh=mesh)
+    renderer_name = renderer_name_for(options)
     buckets = BucketConfig(
         seq_buckets=default_seq_buckets(max_length, min_len=min(64, max_length)),
         batch_buckets=_batch_buckets(batch_size, mesh.size),
