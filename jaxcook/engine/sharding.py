@@ -92,23 +92,43 @@ def _axis_size(mesh: Mesh, axis) -> int:
     return int(np.prod([mesh.shape[a] for a in names]))
 
 
+def _live(axis, mesh: Mesh):
+    """`axis` without its size-1 mesh axes (a 1-way split is no split); None if nothing is left."""
+    names = tuple(a for a in (axis if isinstance(axis, tuple) else (axis,)) if mesh.shape[a] > 1)
+    return None if not names else names[0] if len(names) == 1 else names
+
+
 def param_spec(logical, shape, mesh: Mesh, *, where: str = "parameter") -> P:
     """The PartitionSpec of a parameter of `shape` with logical axis names `logical`; an axis
-    that does not divide its mesh axis raises `ShardingError`."""
+    that does not divide its mesh axis raises `ShardingError`.
+
+    ZeRO fallback: a parameter none of whose axes is over `fsdp` (a LoRA factor of a row- or
+    column-parallel layer, e.g. `lora_a` [mlp, r] of `down_proj`, or a bias) also splits its
+    first named axis over `fsdp` when that divides; XLA gathers it for the matmul, and its
+    optimizer state is split like it. Without it a 70B model's adapters and Adam moments would
+    sit whole on every device (see `benchmarks/memory_plan.py`).
+    """
     logical = tuple(logical or ()) + (None,) * (len(shape) - len(tuple(logical or ())))
     axes = []
     for dim, (name, size) in enumerate(zip(logical, shape, strict=True)):
-        axis = RULES.get(name) if name is not None else None
-        if axis is not None and _axis_size(mesh, axis) > 1:
-            n = _axis_size(mesh, axis)
-            if size % n:
-                raise ShardingError(
-                    f"{where}: shape {tuple(shape)} axis {dim} ({name}={size}) does not divide over "
-                    f"mesh axis {axis!r} of size {n}; choose mesh sizes that divide it"
-                )
-            axes.append(axis)
-        else:
-            axes.append(None)
+        axis = _live(RULES.get(name), mesh) if name is not None and RULES.get(name) else None
+        if axis is not None and size % _axis_size(mesh, axis):
+            raise ShardingError(
+                f"{where}: shape {tuple(shape)} axis {dim} ({name}={size}) does not divide over "
+                f"mesh axis {axis!r} of size {_axis_size(mesh, axis)}; choose mesh sizes that divide it"
+            )
+        axes.append(axis)
+    used = {a for axis in axes if axis for a in (axis if isinstance(axis, tuple) else (axis,))}
+    if mesh.shape["fsdp"] > 1 and "fsdp" not in used:
+        for dim, name in enumerate(logical):
+            if name is None or name == "layers":
+                continue
+            extended = _live(
+                ((axes[dim],) if isinstance(axes[dim], str) else axes[dim] or ()) + ("fsdp",), mesh
+            )
+            if shape[dim] % _axis_size(mesh, extended) == 0:
+                axes[dim] = extended
+            break
     return P(*axes)
 
 

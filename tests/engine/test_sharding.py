@@ -61,8 +61,11 @@ KERNELS = {
 
 
 def expected_lora(kernel_spec):
+    """A follows the kernel's input axis, B its output axis; the one not over fsdp (o/down's A,
+    q/k/v/gate/up/head's B) is also split over fsdp (the ZeRO fallback of `param_spec`)."""
     *lead, k_in, k_out = kernel_spec
-    return {"lora_a": [*lead, k_in, None], "lora_b": [*lead, None, k_out]}
+    zero = lambda axis: axis if axis == "fsdp" else [axis, "fsdp"]
+    return {"lora_a": [*lead, zero(k_in), None], "lora_b": [*lead, None, zero(k_out)]}
 
 
 def shard_shape(shape, spec, sizes):
@@ -74,10 +77,16 @@ def shard_shape(shape, spec, sizes):
     return out
 
 
+def live(axis, sizes):
+    """`axis` without mesh axes of size 1 (a 1-way split is no split), as `param_spec` writes it."""
+    names = [] if axis is None else [a for a in (axis if isinstance(axis, list) else [axis])]
+    names = [a for a in names if not sizes or sizes[a] > 1]
+    return None if not names else names[0] if len(names) == 1 else names
+
+
 def norm(spec, sizes=None):
-    """Axes of size 1 are not named (a 1-way split is no split); trailing Nones dropped (JAX
-    prints P('a', None) and P('a') alike)."""
-    spec = [None if sizes and a is not None and sizes[a] == 1 else a for a in spec]
+    """Axes of size 1 dropped; trailing Nones dropped (JAX prints P('a', None) and P('a') alike)."""
+    spec = [live(a, sizes) for a in spec]
     while spec and spec[-1] is None:
         spec.pop()
     return spec
@@ -90,7 +99,8 @@ def check_layout(sh, sizes, mode, params):
             for leaf, spec in expected_lora(kspec).items():
                 got_spec, got_shard, n_shards = sh[group][key(*path, leaf)]
                 assert norm(got_spec) == norm(spec, sizes), (group, path, leaf, got_spec)
-                assert got_shard == shard_shape(params[key(*path, leaf)].shape, spec, sizes)
+                want = shard_shape(params[key(*path, leaf)].shape, norm(spec, sizes), sizes)
+                assert got_shard == want, (group, path, leaf, got_shard)
                 assert n_shards == n
     base = "frozen" if mode == "lora" else "params"
     groups = [base] + (["mu", "nu", "grad_accum"] if mode == "full" else [])

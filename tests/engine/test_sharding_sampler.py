@@ -42,7 +42,7 @@ def test_sampler_on_the_training_mesh_matches_one_device(tmp_path):
     assert layer["['self_attn']['q_proj']['kernel'].value"] == [["fsdp", "tensor"], [16, 16], 8]
     assert layer["['self_attn']['o_proj']['kernel'].value"] == [["tensor", "fsdp"], [16, 16], 8]
     assert layer["['mlp']['down_proj']['lora_b'].value"] == [[None, "fsdp"], [4, 16], 8]
-    assert layer["['self_attn']['k_proj']['lora_b'].value"] == [[None, "tensor"], [4, 8], 8]
+    assert layer["['self_attn']['k_proj']['lora_b'].value"] == [[None, ["tensor", "fsdp"]], [4, 4], 8]
     assert info["top"]["['embed_tokens']['embedding'].value"] == [["tensor", "fsdp"], [64, 16], 8]
     assert info["top"]["['lm_head']['kernel'].value"] == [["fsdp", "tensor"], [16, 64], 8]
     # KV cache [rows=4, slots=16, kv heads=2, 8]: rows over data x fsdp, kv heads over tensor
