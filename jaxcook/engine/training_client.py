@@ -23,7 +23,7 @@ from jaxcook import lora as lora_lib
 from jaxcook.core import losses as losses_lib
 from jaxcook.core.optim import adam_hparams
 from jaxcook.engine import checkpoint as ckpt
-from jaxcook.engine import sharding
+from jaxcook.engine import distributed, sharding
 from jaxcook.engine.batching import BucketConfig, make_batch, unbatch
 from jaxcook.engine.train_step import StepFunctions, TrainState, init_train_state
 from jaxcook.types import AdamParams, Datum, ForwardBackwardOutput
@@ -110,7 +110,10 @@ class LocalTrainingClient:
             )
         B = batch.tokens_BT.shape[0]
         row, rep = sharding.batch_sharding(self.mesh), sharding.replicated(self.mesh)
-        batch = jax.tree.map(lambda x: jax.device_put(x, row if x.ndim and x.shape[0] == B else rep), batch)
+        # each process copies only the rows its own devices hold (one process: all of them)
+        batch = jax.tree.map(
+            lambda x: distributed.place(x, row if x.ndim and x.shape[0] == B else rep), batch
+        )
         return batch, layout
 
     def _submit(self, fn, *args) -> Future:
@@ -119,7 +122,7 @@ class LocalTrainingClient:
 
     @staticmethod
     def _outputs(layout, logp, metrics) -> ForwardBackwardOutput:
-        logp, metrics = jax.device_get((logp, metrics))
+        logp, metrics = distributed.to_host((logp, metrics))
         per_datum = [{"logprobs": np.asarray(x, np.float32)} for x in unbatch(layout, logp)]
         return ForwardBackwardOutput(per_datum, {k: float(v) for k, v in metrics.items()})
 
