@@ -8,6 +8,7 @@ from typing import Literal
 import jax.numpy as jnp
 
 from jaxcook.engine.batching import BucketConfig, default_batch_buckets, default_seq_buckets
+from jaxcook.engine.distributed import DistributedConfig, initialize
 from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
@@ -24,7 +25,8 @@ class ModelOptions:
     lora: LoraConfig | None = LoraConfig(rank=32)
     # base weights (auto: bf16 on GPU/TPU, f32 on CPU); adapters and Adam stay f32
     param_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    mesh: MeshConfig = MeshConfig()
+    mesh: MeshConfig = MeshConfig()  # data x fsdp x tensor over every device of every process
+    distributed: DistributedConfig = DistributedConfig()  # multi-host: coordinator (else JAXCOOK_* env)
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
     load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer
@@ -55,6 +57,7 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
     from jaxcook.models import load
     from jaxcook.renderers import get_renderer
 
+    initialize(options.distributed)  # a no-op for one process
     mesh = make_mesh(options.mesh)
     # straight into the mesh's shardings, tensor by tensor (no device holds the whole model)
     loaded = load(options.name, lora=options.lora, param_dtype=DTYPES[options.param_dtype], mesh=mesh)
