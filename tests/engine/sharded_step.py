@@ -39,7 +39,9 @@ def main(out: str, data: int, fsdp: int, tensor: int, mode: str):
 
     lora = None if mode == "full" else LoraConfig(rank=4)
     mesh = make_mesh(MeshConfig(data=data, fsdp=fsdp, tensor=tensor))
-    model = Decoder(CONFIG, lora=lora, rngs=nnx.Rngs(params=0, lora=1))
+    # "tied": SmolLM2-style tied embeddings, the unembedding adapter has no kernel of its own
+    cfg = dataclasses.replace(CONFIG, tie_word_embeddings=True) if mode == "tied" else CONFIG
+    model = Decoder(cfg, lora=lora, rngs=nnx.Rngs(params=0, lora=1))
     client = LocalTrainingClient(
         model, lora=lora, mesh=mesh, buckets=BucketConfig(seq_buckets=(32,), batch_buckets=(8,))
     )

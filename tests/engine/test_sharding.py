@@ -94,18 +94,25 @@ def norm(spec, sizes=None):
 
 def check_layout(sh, sizes, mode, params):
     n = int(np.prod(list(sizes.values())))
-    for group in ("params", "mu", "nu", "grad_accum") if mode == "lora" else ():
-        for path, kspec in KERNELS.items():
+    kernels = dict(KERNELS)
+    if mode == "tied":  # no lm_head kernel: its adapter lives in lm_head_lora, laid out like one
+        del kernels[("lm_head",)]
+        spec = expected_lora(KERNELS[("lm_head",)])
+        for leaf in ("lora_a", "lora_b"):
+            got = sh["params"][key("lm_head_lora", leaf)][0]
+            assert norm(got) == norm(spec[leaf], sizes), (leaf, got)
+    for group in ("params", "mu", "nu", "grad_accum") if mode != "full" else ():
+        for path, kspec in kernels.items():
             for leaf, spec in expected_lora(kspec).items():
                 got_spec, got_shard, n_shards = sh[group][key(*path, leaf)]
                 assert norm(got_spec) == norm(spec, sizes), (group, path, leaf, got_spec)
                 want = shard_shape(params[key(*path, leaf)].shape, norm(spec, sizes), sizes)
                 assert got_shard == want, (group, path, leaf, got_shard)
                 assert n_shards == n
-    base = "frozen" if mode == "lora" else "params"
+    base = "params" if mode == "full" else "frozen"
     groups = [base] + (["mu", "nu", "grad_accum"] if mode == "full" else [])
     for group in groups:
-        for path, spec in KERNELS.items():
+        for path, spec in kernels.items():
             got_spec, _, _ = sh[group][key(*path, "kernel")]
             assert norm(got_spec) == norm(spec, sizes), (group, path, got_spec)
         assert norm(sh[group][key("embed_tokens", "embedding")][0]) == norm(["tensor", "fsdp"], sizes)
@@ -122,7 +129,7 @@ def check_layout(sh, sizes, mode, params):
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("one")
-    return {mode: run(tmp, 1, 1, 1, 1, mode)[0] for mode in ("lora", "full")}
+    return {mode: run(tmp, 1, 1, 1, 1, mode)[0] for mode in ("lora", "full", "tied")}
 
 
 @pytest.mark.parametrize(
@@ -133,6 +140,7 @@ def one_device(tmp_path_factory):
         (4, 1, 2, 2, "lora"),
         (8, 2, 2, 2, "lora"),
         (8, 2, 2, 2, "full"),
+        (4, 1, 2, 2, "tied"),
     ],
 )
 def test_sharded_step_matches_one_device(tmp_path, one_device, devices, data, fsdp, tensor, mode):
