@@ -37,8 +37,14 @@ class WholeTensors:
 
 def main(folder: str, out: str, fsdp: int, tensor: int, kind: str):
     mesh = make_mesh(MeshConfig(fsdp=fsdp, tensor=tensor))
-    cfg = ModelConfig.from_file(f"{folder}/config.json")
-    source = SafetensorsSource(folder)
+    if kind == "gguf":  # `folder` is a .gguf file
+        from jaxcook.models.gguf_source import GGUFSource
+
+        source = GGUFSource(folder)
+        cfg = ModelConfig.from_hf(source.hf_config(), source=folder)
+    else:
+        cfg = ModelConfig.from_file(f"{folder}/config.json")
+        source = SafetensorsSource(folder)
     if kind == "whole":
         source = WholeTensors(source)
     load_state_from_source(cfg, source, mesh=mesh)  # warm-up: lazy imports, tracing caches

@@ -108,3 +108,19 @@ class _FakeSource:
 
     def get(self, name):
         return np.ones(self.tensors[name].shape, np.float32)
+
+
+@pytest.mark.slow
+def test_sharded_load_of_the_embedded_gguf(tmp_path):
+    """The real SmolLM2-135M GGUF (dequantised one whole tensor at a time) onto 2 x 2 devices."""
+    from jaxcook.models import resolve
+
+    path = resolve("smollm2-135m-instruct").path
+    got = run(path, tmp_path, 2, 2, "gguf")
+    total, largest, peak = int(got["total"]), int(got["largest"]), int(got["peak"])
+    np.testing.assert_allclose(got["per_device"], total / 4, rtol=0.02)
+    assert peak < 3 * largest and peak < total / 2, (peak, largest, total)
+    want = nnx.state(load("smollm2-135m-instruct", tokenizer=False).model)
+    for path_, v in jax.tree_util.tree_leaves_with_path(want):
+        name = jax.tree_util.keystr(path_)
+        np.testing.assert_array_equal(got[name], np.asarray(v), err_msg=name)
