@@ -11,12 +11,14 @@ from typing import Literal
 
 import jax.numpy as jnp
 
+from jaxcook.distributed_config import DistributedConfig
 from jaxcook.engine.batching import BucketConfig, default_batch_buckets, default_seq_buckets
+from jaxcook.engine.distributed import initialize
 from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"auto": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16}  # auto: bf16 on GPU/TPU
 
 
 def batch_buckets(batch_size: int, devices: int) -> tuple[int, ...]:
@@ -36,13 +38,15 @@ class LocalService:
         max_length: int = 4096,
         batch_size: int = 64,
         mesh: MeshConfig = MeshConfig(),
+        distributed: DistributedConfig = DistributedConfig(),
         pack: bool = False,
         remat: bool = False,
-        param_dtype: Literal["float32", "bfloat16"] = "float32",
+        param_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
         seed: int = 0,
     ):
         if param_dtype not in DTYPES:
             raise ValueError(f"unknown param_dtype {param_dtype!r}; valid: {', '.join(DTYPES)}")
+        initialize(distributed)  # a no-op for one process
         self.mesh = make_mesh(mesh)
         self.buckets = BucketConfig(
             seq_buckets=default_seq_buckets(max_length, min_len=min(64, max_length)),
@@ -54,7 +58,8 @@ class LocalService:
     def _create(self, base_model: str, lora: LoraConfig | None) -> LocalTrainingClient:
         from jaxcook.models import load
 
-        loaded = load(base_model, lora=lora, param_dtype=self.param_dtype)
+        # straight into the mesh's shardings, tensor by tensor (no device holds the whole model)
+        loaded = load(base_model, lora=lora, param_dtype=self.param_dtype, mesh=self.mesh)
         return LocalTrainingClient(
             loaded.model,
             lora=lora,

@@ -4,14 +4,18 @@ The final hidden states are cut into chunks of at most `chunk_tokens` positions 
 many as keep one chunk's f32 logits under `CHUNK_LOGIT_BYTES`); each chunk is unembedded to f32
 logits [C, V], reduced to the log-probabilities of its targets, and discarded. With several
 chunks the chunk body is rematerialised in the backward pass, so peak memory holds one chunk's
-logits (C x V x 4 bytes), not the batch's (B x T x V x 4 bytes). A batch that fits in one chunk
-is not rematerialised: recomputing its logits would cost an extra unembedding and save nothing.
+logits (C x V x 4 bytes), not the batch's (B x T x V x 4 bytes). A batch that fits in one
+chunk is not rematerialised: recomputing its logits would cost an extra unembedding and save
+nothing. On a mesh the logits are vocabulary-parallel (split over `tensor`): log-sum-exp and
+the target pick reduce per device.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from jaxcook.engine.sharding import constrain
 
 CHUNK_LOGIT_BYTES = 512 * 2**20
 
@@ -25,34 +29,62 @@ def chunk_size(n_tokens: int, vocab: int, chunk_tokens: int | None = None) -> in
     return -(-n_tokens // n_chunks)
 
 
+def _target_logp(logits_XV, t_XK, soft: bool):
+    """log softmax(logits)[targets] for [..., V] logits and [..., K] targets, in f32.
+
+    Hard targets are picked by a masked sum over the vocabulary rather than a gather, so with a
+    vocabulary split over `tensor` every device reduces its own slice (no all-gather of logits).
+    """
+    lse_X = jax.nn.logsumexp(logits_XV, axis=-1)
+    if soft:
+        picked_XK = jnp.take_along_axis(logits_XV, t_XK, axis=-1)
+    else:
+        vocab_V = jnp.arange(logits_XV.shape[-1], dtype=t_XK.dtype)
+        picked_XK = jnp.sum(jnp.where(vocab_V == t_XK, logits_XV, 0.0), axis=-1, keepdims=True)
+    return picked_XK - lse_X[..., None]
+
+
 def chunked_target_logprobs(
     unembed, hidden_BTD, targets_BT, *, chunk_tokens: int | None = None, vocab: int | None = None
 ):
-    """log softmax(unembed(h))[target] for targets [B, T] or soft targets [B, T, K]."""
+    """log softmax(unembed(h))[target] for targets [B, T] or soft targets [B, T, K].
+
+    Chunks cut the sequence axis (every chunk holds all B rows, so rows stay split over the
+    batch devices and the logits over `tensor`); when a chunk would hold less than one position
+    per row, they cut the flattened B*T positions instead.
+    """
     B, T, D = hidden_BTD.shape
     soft = targets_BT.ndim == 3
     N = B * T
     if vocab is None:
         vocab = jax.eval_shape(unembed, jax.ShapeDtypeStruct((1, D), hidden_BTD.dtype)).shape[-1]
     C = chunk_size(N, vocab, chunk_tokens)
-    pad = (-N) % C
-    h_ND = jnp.pad(hidden_BTD.reshape(N, D), ((0, pad), (0, 0)))
-    t_N = targets_BT.reshape(N, -1) if soft else targets_BT.reshape(N, 1)
-    t_N = jnp.pad(t_N, ((0, pad), (0, 0)))
+    n_chunks = -(-N // C)
+    t_BTK = targets_BT if soft else targets_BT[..., None]
 
     def chunk(args):
-        h_CD, t_CK = args
-        logits_CV = unembed(h_CD).astype(jnp.float32)
-        lse_C = jax.nn.logsumexp(logits_CV, axis=-1)
-        return jnp.take_along_axis(logits_CV, t_CK, axis=-1) - lse_C[:, None]
+        h_XD, t_XK = args
+        logits_XV = constrain(
+            unembed(h_XD).astype(jnp.float32), ("batch",) + (None,) * (h_XD.ndim - 2) + ("vocab",)
+        )
+        return _target_logp(logits_XV, t_XK, soft)
 
-    if C == N:
-        lp = chunk((h_ND, t_N))
-    else:
-        chunks = (h_ND.reshape(-1, C, D), t_N.reshape(-1, C, t_N.shape[-1]))
-        lp = jax.lax.map(jax.checkpoint(chunk), chunks)
-    lp = lp.reshape(N + pad, -1)[:N]
-    return lp.reshape(B, T, -1) if soft else lp.reshape(B, T)
+    if n_chunks == 1:
+        lp_BTK = chunk((hidden_BTD, t_BTK))
+    elif T >= n_chunks:  # chunks of Tc positions of every row: [n, B, Tc, D]
+        Tc = -(-T // n_chunks)
+        pad = n_chunks * Tc - T
+        h = jnp.pad(hidden_BTD, ((0, 0), (0, pad), (0, 0))).reshape(B, n_chunks, Tc, D)
+        t = jnp.pad(t_BTK, ((0, 0), (0, pad), (0, 0))).reshape(B, n_chunks, Tc, -1)
+        lp = jax.lax.map(jax.checkpoint(chunk), (h.swapaxes(0, 1), t.swapaxes(0, 1)))  # [n, B, Tc, K]
+        lp_BTK = lp.swapaxes(0, 1).reshape(B, n_chunks * Tc, -1)[:, :T]
+    else:  # fewer positions per row than chunks: cut the flattened positions
+        pad = (-N) % C
+        h_ND = jnp.pad(hidden_BTD.reshape(N, D), ((0, pad), (0, 0)))
+        t_NK = jnp.pad(t_BTK.reshape(N, -1), ((0, pad), (0, 0)))
+        chunks = (h_ND.reshape(-1, C, D), t_NK.reshape(-1, C, t_NK.shape[-1]))
+        lp_BTK = jax.lax.map(jax.checkpoint(chunk), chunks).reshape(N + pad, -1)[:N].reshape(B, T, -1)
+    return lp_BTK if soft else lp_BTK[..., 0]
 
 
 def target_logprobs(model, batch, *, remat: bool = False, chunk_tokens: int | None = None):

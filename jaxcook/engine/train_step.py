@@ -19,10 +19,12 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
 from jaxcook.core import losses as losses_lib
 from jaxcook.core.logprobs import target_logprobs
 from jaxcook.core.optim import AdamWState, make_optimizer, optimizer_metrics
+from jaxcook.engine.sharding import activation_mesh, pin
 
 
 @jax.tree_util.register_dataclass
@@ -61,10 +63,12 @@ class StepFunctions:
     graphdef: nnx.GraphDef
     remat: bool = False
     chunk_tokens: int | None = None  # None: by logit memory (see core.logprobs)
+    mesh: Mesh | None = None  # activations are pinned to it while tracing (see engine.sharding)
 
     def _loss(self, params, frozen, batch, loss_fn: Callable):
         model = nnx.merge(self.graphdef, params, frozen)
-        logp = target_logprobs(model, batch, remat=self.remat, chunk_tokens=self.chunk_tokens)
+        with activation_mesh(self.mesh):
+            logp = target_logprobs(model, batch, remat=self.remat, chunk_tokens=self.chunk_tokens)
         loss, metrics = loss_fn(logp, batch)
         return loss, (logp, metrics)
 
@@ -72,7 +76,7 @@ class StepFunctions:
     def _forward_backward(self, state: TrainState, frozen, batch, loss_fn):
         grad_fn = jax.grad(self._loss, has_aux=True)
         grads, (logp, metrics) = grad_fn(state.params, frozen, batch, loss_fn)
-        accum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), state.grad_accum, grads)
+        accum = pin(jax.tree.map(lambda a, g: a + g.astype(jnp.float32), state.grad_accum, grads), self.mesh)
         return TrainState(state.step, state.params, state.opt_state, accum, state.rng), (logp, metrics)
 
     @partial(jax.jit, static_argnums=(0, 4))
@@ -94,9 +98,12 @@ class StepFunctions:
     def optim_step(self, state: TrainState, hparams):
         tx = make_optimizer()
         updates, opt_state = tx.update(state.grad_accum, state.opt_state, state.params, hparams=hparams)
-        params = optax.apply_updates(state.params, updates)
+        params = pin(optax.apply_updates(state.params, updates), self.mesh)
+        opt_state = type(opt_state)(
+            opt_state.count, pin(opt_state.mu, self.mesh), pin(opt_state.nu, self.mesh)
+        )
         metrics = optimizer_metrics(state.grad_accum, updates, state.params, hparams)
-        zeros = jax.tree.map(jnp.zeros_like, state.grad_accum)
+        zeros = pin(jax.tree.map(jnp.zeros_like, state.grad_accum), self.mesh)
         rng = jax.random.fold_in(state.rng, state.step)
         return TrainState(state.step + 1, params, opt_state, zeros, rng), metrics
 

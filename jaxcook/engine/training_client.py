@@ -32,7 +32,7 @@ from jaxcook.core import losses as losses_lib
 from jaxcook.core.optim import adam_hparams
 from jaxcook.core.topk import chunked_topk_logprobs
 from jaxcook.engine import checkpoint as ckpt
-from jaxcook.engine import sharding
+from jaxcook.engine import distributed, sharding
 from jaxcook.engine.batching import BucketConfig, make_batch, unbatch
 from jaxcook.engine.train_step import StepFunctions, TrainState, init_train_state
 from jaxcook.ports import ModelInfo, SavedPath
@@ -94,12 +94,13 @@ class LocalTrainingClient:
         self.lora, self.tokenizer, self.model_name = lora, tokenizer, model_name
         self.config = model.config
         self.mesh = mesh or sharding.make_mesh()
+        sharding.check_model(self.config, self.mesh)
         self.buckets, self.pack = buckets, pack
         graphdef, trainable, frozen = lora_lib.split(model, lora)
         self.graphdef = graphdef
         self.frozen = jax.device_put(frozen, sharding.state_shardings(frozen, self.mesh))
         self._state: TrainState = place_state(init_train_state(trainable, seed), self.mesh)
-        self.steps = StepFunctions(graphdef, remat=remat)
+        self.steps = StepFunctions(graphdef, remat=remat, mesh=self.mesh)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxcook-train")
         self._lock = threading.Lock()  # serialises submissions so queue order = call order
 
@@ -109,12 +110,13 @@ class LocalTrainingClient:
         model_name: str,
         *,
         lora: lora_lib.LoraConfig | None = lora_lib.LoraConfig(),
-        param_dtype=jnp.float32,
+        param_dtype=None,
         **kwargs,
     ) -> LocalTrainingClient:
+        """`param_dtype=None`: bf16 on GPU/TPU, f32 on CPU; with `mesh=`, loaded straight into it."""
         from jaxcook.models import load
 
-        loaded = load(model_name, lora=lora, param_dtype=param_dtype)
+        loaded = load(model_name, lora=lora, param_dtype=param_dtype, mesh=kwargs.get("mesh"))
         return cls(loaded.model, lora=lora, tokenizer=loaded.tokenizer, model_name=model_name, **kwargs)
 
     # -- batching -------------------------------------------------------------------------------
@@ -143,7 +145,10 @@ class LocalTrainingClient:
             )
         B = batch.tokens_BT.shape[0]
         row, rep = sharding.batch_sharding(self.mesh), sharding.replicated(self.mesh)
-        batch = jax.tree.map(lambda x: jax.device_put(x, row if x.ndim and x.shape[0] == B else rep), batch)
+        # each process copies only the rows its own devices hold (one process: all of them)
+        batch = jax.tree.map(
+            lambda x: distributed.place(x, row if x.ndim and x.shape[0] == B else rep), batch
+        )
         return batch, layout
 
     def _parts(self, data: list[Datum]) -> list[list[Datum]]:
@@ -160,7 +165,7 @@ class LocalTrainingClient:
 
     @staticmethod
     def _outputs(layout, logp, metrics) -> ForwardBackwardOutput:
-        logp, metrics = jax.device_get((logp, metrics))
+        logp, metrics = distributed.to_host((logp, metrics))
         per_datum = [{"logprobs": np.asarray(x, np.float32)} for x in unbatch(layout, logp)]
         return ForwardBackwardOutput(per_datum, {k: float(v) for k, v in metrics.items()})
 

@@ -67,8 +67,13 @@ def write_rollout_report(
     title: str | None = None,
     max_chars: int = 20_000,
 ) -> Path:
-    """Write the report page for `iteration` and return its path (the file is replaced atomically)."""
+    """Write the report page for `iteration` and return its path (the file is replaced atomically;
+    on a multi-host run only process 0 writes it)."""
+    from jaxcook.engine.distributed import is_main_process
+
     path = report_path(log_dir, iteration, suffix)
+    if not is_main_process():
+        return path
     page = render_rollout_report(
         [_as_item(item, i) for i, item in enumerate(items)],
         title=title or f"Rollouts, iteration {iteration}{' (' + suffix + ')' if suffix else ''}",

@@ -54,7 +54,10 @@ class ProgressBar:
             interactive = _isatty(file) or "ipykernel" in sys.modules
         self._bar = None
         self._redirect = None
-        if interactive:
+        from jaxcook.engine.distributed import is_main_process
+
+        self._silent = not is_main_process()  # multi-host: process 0 shows progress
+        if interactive and not self._silent:
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -85,7 +88,7 @@ class ProgressBar:
             self._bar.update(done)
             return
         due = self._last_line_time is None or now - self._last_line_time >= self.log_every_s
-        if due or step >= self.total_steps:
+        if (due or step >= self.total_steps) and not self._silent:
             self._last_line_time = now
             eta = self.eta_s()
             timing = [f"elapsed {format_duration(now - self._start_time)}"]

@@ -98,7 +98,10 @@ def setup_logging(
     `logging` also goes to `log_dir/logs.log` until the returned logger is closed.
     """
     from jaxcook.config import config_to_dict
+    from jaxcook.engine.distributed import is_main_process
 
+    if not is_main_process():  # multi-host: process 0 writes the run directory, the others nothing
+        return MultiplexLogger([])
     path = Path(log_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(config) if dataclasses.is_dataclass(config) else dict(config)

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
-
 from jaxcook.lora import LoraConfig
 from jaxcook.models.config import ConfigError, ModelConfig
 from jaxcook.models.decoder import Decoder, init_cache
@@ -184,9 +182,16 @@ def load_tokenizer(name_or_path: str):
 
 
 def load(
-    name_or_path: str, *, lora: LoraConfig | None = None, param_dtype=jnp.float32, tokenizer: bool = True
+    name_or_path: str,
+    *,
+    lora: LoraConfig | None = None,
+    param_dtype=None,
+    tokenizer: bool = True,
+    mesh=None,
 ) -> LoadedModel:
-    """Model (with LoRA adapters if `lora`), tokenizer and config, weights cast to `param_dtype`."""
+    """Model (with LoRA adapters if `lora`), tokenizer and config, weights cast to `param_dtype`
+    (None: bf16 on GPU/TPU, f32 on CPU). With a `mesh`, every weight is read straight into its
+    sharding on it, slice by slice (`params.load_state_from_source`)."""
     from jaxcook.models.params import load_state_from_source
 
     where = resolve(name_or_path)
@@ -200,6 +205,6 @@ def load(
 
         cfg = ModelConfig.from_file(where.path / "config.json")
         source = SafetensorsSource(where.path)
-    model = load_state_from_source(cfg, source, lora=lora, param_dtype=param_dtype)
+    model = load_state_from_source(cfg, source, lora=lora, param_dtype=param_dtype, mesh=mesh)
     tok = load_tokenizer(name_or_path) if tokenizer else None
     return LoadedModel(model=model, tokenizer=tok, config=cfg, name=name_or_path)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxcook.engine.sharding import constrain
+
 _MASKED = -1e30  # finite, so a fully masked row (a padding query) gives a uniform row, not NaN
 
 
@@ -21,15 +23,69 @@ def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS) -> jnp.ndarray:
     return causal_TS[None] & same_BTS & (k_seg_BS[:, None, :] != 0)
 
 
-@jax.checkpoint
+QUERY_CHUNK = 512  # queries per block of the XLA path (scores held: [B, K, G, 512, S] f32)
+
+
 def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
     """Softmax attention with H query heads sharing K key/value heads; returns [B, T, H, D].
+
+    On GPU, `jax.nn.dot_product_attention` (cuDNN flash attention for bf16/f16: no [T, S]
+    scores in memory); elsewhere (CPU, and TPU for now) the XLA path `xla_attention`, in query
+    blocks. Heads stay split over `tensor` on a mesh (each device attends with its own query
+    and kv heads).
+    """
+    q_BTHD = constrain(q_BTHD, ("batch", None, "heads", None))
+    k_BSKD = constrain(k_BSKD, ("batch", None, "kv_heads", None))
+    v_BSKD = constrain(v_BSKD, ("batch", None, "kv_heads", None))
+    if jax.default_backend() == "gpu" and q_BTHD.dtype in (jnp.bfloat16, jnp.float16):
+        out_BTHD = dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, implementation="cudnn")
+    else:
+        out_BTHD = xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS)
+    return constrain(out_BTHD, ("batch", None, "heads", None))
+
+
+def dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, *, implementation=None) -> jnp.ndarray:
+    """`jax.nn.dot_product_attention` with our causal + segment mask (GQA handled by it)."""
+    return jax.nn.dot_product_attention(
+        q_BTHD, k_BSKD, v_BSKD, mask=mask_BTS[:, None], implementation=implementation
+    )
+
+
+def _query_chunk(T: int) -> int:
+    """The largest power-of-two block <= QUERY_CHUNK that divides T (T itself if none >= 64)."""
+    c = QUERY_CHUNK
+    while c >= 64:
+        if T > c and T % c == 0:
+            return c
+        c //= 2
+    return T
+
+
+@jax.checkpoint
+def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
+    """The XLA softmax attention, `QUERY_CHUNK` queries at a time for long sequences.
 
     Rematerialised: the backward pass recomputes the [B, K, G, T, S] scores and probabilities
     instead of keeping them for every layer. Measured on SmolLM2-135M (the jaxcook LoRA r8 step of
     `benchmarks/train_step.py`, 8 x 256, CPU, under `/usr/bin/time`): the same step time, max RSS
-    6.0 -> 4.9 GB; the saving grows with T x S.
+    6.0 -> 4.9 GB; the saving grows with T x S. Query blocks (each row's softmax is over all S
+    keys, so the numbers are the same) bound the scores held at once to [B, K, G, 512, S]:
+    `benchmarks/memory_plan.py` shows what that saves at 4096 tokens.
     """
+    B, T, H, D = q_BTHD.shape
+    C = _query_chunk(T)
+    if C == T:
+        return _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS)
+    n = T // C
+    q_nBCHD = q_BTHD.reshape(B, n, C, H, D).swapaxes(0, 1)
+    mask_nBCS = mask_BTS.reshape(B, n, C, -1).swapaxes(0, 1)
+    blocks = jax.lax.map(
+        jax.checkpoint(lambda qm: _attend(qm[0], k_BSKD, v_BSKD, qm[1])), (q_nBCHD, mask_nBCS)
+    )
+    return blocks.swapaxes(0, 1).reshape(B, T, H, D)
+
+
+def _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS):
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]
     q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D)  # query heads grouped by their kv head

@@ -3,6 +3,10 @@
 Every parameter carries logical axis names (`embed`, `mlp`, `heads`, `kv_heads`, `vocab`, and
 `layers` once stacked) that the sharding rules map onto a device mesh. LoRA factors are
 `nnx.LoRAParam`s, so `nnx.split(model, nnx.LoRAParam, ...)` separates adapters from the base.
+A layer's output is pinned (`sharding.constrain`, a no-op outside a mesh context) to the rows
+over the batch axes and its last axis as its kernel's output axis: column-parallel layers
+(heads, mlp, vocab) keep their output split over `tensor`, row-parallel ones (embed) return
+it whole, which is where XLA inserts the reduction.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcook.engine.sharding import constrain
 from jaxcook.models.fused import lora_matmul, matmul
 
 
 def param(value, names: tuple[str | None, ...], kind=nnx.Param):
     return kind(value, sharding_names=names, eager_sharding=False)
+
+
+def constrain_out(y, axis: str | None):
+    """Rows over the batch axes, the last axis as `axis` ([B, ..., out] or [N, out])."""
+    return constrain(y, ("batch",) + (None,) * (y.ndim - 2) + (axis,))
 
 
 def lora_a_init(key, shape) -> jax.Array:
@@ -56,6 +66,7 @@ class Linear(nnx.Module):
         self.lora_scale = (
             float(lora_alpha if lora_alpha is not None else lora_rank) / lora_rank if lora_rank else 0.0
         )
+        self.out_axis = axes[1]
 
     def __call__(self, x):
         kernel = self.kernel[...].astype(x.dtype)
@@ -66,7 +77,7 @@ class Linear(nnx.Module):
             y = lora_matmul(x, kernel, a, b, self.lora_scale)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
-        return y
+        return constrain_out(y, self.out_axis)
 
 
 class RMSNorm(nnx.Module):
@@ -88,11 +99,11 @@ class Embed(nnx.Module):
         self.embedding = param(init(rngs.params(), (vocab, dim), param_dtype), ("vocab", "embed"))
 
     def __call__(self, tokens):
-        return jnp.take(self.embedding[...], tokens, axis=0)
+        return constrain_out(jnp.take(self.embedding[...], tokens, axis=0), None)
 
     def attend(self, x):
-        """Tied unembedding: logits = x @ embedding.T."""
-        return x @ self.embedding[...].astype(x.dtype).T
+        """Tied unembedding: logits = x @ embedding.T (vocabulary-parallel like the table)."""
+        return constrain_out(x @ self.embedding[...].astype(x.dtype).T, "vocab")
 
 
 class LoraAdapter(nnx.Module):
@@ -112,7 +123,8 @@ class LoraAdapter(nnx.Module):
         self.lora_a = param(a, (axes[0], None), nnx.LoRAParam)
         self.lora_b = param(jnp.zeros((rank, out_features), jnp.float32), (None, axes[1]), nnx.LoRAParam)
         self.lora_scale = float(alpha if alpha is not None else rank) / rank
+        self.out_axis = axes[1]
 
     def __call__(self, x):
         a, b = self.lora_a[...].astype(x.dtype), self.lora_b[...].astype(x.dtype)
-        return ((x @ a) @ b) * jnp.asarray(self.lora_scale, x.dtype)
+        return constrain_out(((x @ a) @ b) * jnp.asarray(self.lora_scale, x.dtype), self.out_axis)

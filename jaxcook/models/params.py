@@ -43,43 +43,126 @@ def param_paths(state) -> Iterator[tuple[tuple[str, ...], nnx.Variable]]:
         yield tuple(str(p) for p in path), var
 
 
-def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=jnp.float32) -> Decoder:
+def default_param_dtype():
+    """Base weights in bf16 on accelerators (GPU, TPU), f32 on CPU (DESIGN: numerics)."""
+    return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+
+
+def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=None, mesh=None) -> Decoder:
     """Build a `Decoder` whose base weights come from `source` (names/shape/get in HF names).
 
     The model is first built abstractly (no memory), then each parameter is read, transposed,
-    stacked across layers and cast to `param_dtype` one at a time. Adapters (if `lora`) are
-    initialised from `lora.seed`. Errors name the missing, unexpected or misshapen tensor.
+    stacked across layers and cast to `param_dtype` (default `default_param_dtype()`) one at a
+    time. With a `mesh`, each parameter goes straight into its target sharding
+    (`engine.sharding.state_shardings`): `jax.make_array_from_callback` asks for every device's
+    slice, and the source reads only that slice where its format allows (`get_slice`,
+    safetensors) or one whole tensor at a time (GGUF, whose quantised blocks span rows), so
+    neither a device nor the host holds more than its shard plus one tensor. Adapters (if
+    `lora`) are initialised from `lora.seed`. Errors name the missing, unexpected or misshapen
+    tensor.
     """
+    from jaxcook.engine.sharding import state_shardings
+
+    param_dtype = default_param_dtype() if param_dtype is None else param_dtype
     abstract = nnx.eval_shape(lambda: Decoder(cfg, lora=lora, param_dtype=param_dtype))
     graphdef, state = nnx.split(abstract)
+    shardings = dict(nnx.to_flat_state(state_shardings(state, mesh))) if mesh is not None else None
     available = {n for n in source.names() if not n.endswith(IGNORED_SUFFIXES)}
     used: set[str] = set()
     for path, var in param_paths(state):
         shape = tuple(var.get_value().shape)
+        target = shardings[tuple(_key(p) for p in path)] if shardings is not None else None
         if isinstance(var, nnx.LoRAParam):
-            var.set_value(_init_adapter(path, shape, lora.seed))
+            value = _init_adapter(path, shape, lora.seed)
+            var.set_value(value if target is None else jax.device_put(value, _named(target)))
             continue
         names, transpose = hf_names(path, cfg.num_layers)
-        per_layer = shape[1:] if path[0] == "layers" else shape
+        stacked = path[0] == "layers"
+        per_layer = shape[1:] if stacked else shape
         expected = tuple(reversed(per_layer)) if transpose else per_layer
-        arrays = []
         for name in names:
             if name not in available:
                 raise WeightsError(f"missing tensor {name} (for {'.'.join(path)}) in {_where(source)}")
             got = tuple(source.shape(name))
             if got != expected:
                 raise WeightsError(f"tensor {name} has shape {got}, expected {expected} in {_where(source)}")
-            w = source.get(name)
-            arrays.append(w.T if transpose else w)
             used.add(name)
-        value = np.stack(arrays) if path[0] == "layers" else arrays[0]
-        var.set_value(jnp.asarray(value, dtype=param_dtype))
+        if target is None:
+            arrays = [source.get(n) for n in names]
+            arrays = [w.T if transpose else w for w in arrays]
+            value = np.stack(arrays) if stacked else arrays[0]
+            var.set_value(jnp.asarray(value, dtype=param_dtype))
+        else:
+            read = _SliceReader(source, names, transpose, stacked, np.dtype(param_dtype))
+            var.set_value(_sharded_array(shape, _named(target), read))
     unexpected = available - used
     if cfg.tie_word_embeddings:
         unexpected.discard("lm_head.weight")  # some tied checkpoints still store the shared matrix
     if unexpected:
         raise WeightsError(f"unexpected tensors in {_where(source)}: {sorted(unexpected)[:10]}")
     return nnx.merge(graphdef, state)
+
+
+def _sharded_array(shape, sharding, read) -> jax.Array:
+    """`jax.make_array_from_callback`, one device at a time: each device's slice is read, copied
+    to the device and released before the next is read, so the host holds one slice."""
+    arrays = []
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        host = read(index)
+        arrays.append(jax.device_put(host, device, may_alias=False).block_until_ready())
+        del host
+    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+
+def _key(p):
+    return str(p)
+
+
+def _named(target):
+    return target.get_value() if isinstance(target, nnx.Variable) else target
+
+
+class _SliceReader:
+    """`index -> np.ndarray`: one device's slice of a parameter, read from the source.
+
+    `index` is in our layout ([layers,] in, out); the HF tensors are per layer and [out, in]
+    when `transpose`. A source with `get_slice` reads just the slice; otherwise the whole
+    tensor is read once (kept while its shards are cut, then dropped with this reader).
+    """
+
+    def __init__(self, source, names, transpose: bool, stacked: bool, dtype):
+        self.source, self.names, self.transpose, self.stacked, self.dtype = (
+            source,
+            names,
+            transpose,
+            stacked,
+            dtype,
+        )
+        self._whole: dict[str, np.ndarray] = {}
+
+    def _one(self, name: str, index: tuple) -> np.ndarray:
+        hf_index = tuple(reversed(index)) if self.transpose else index
+        if hasattr(self.source, "get_slice"):
+            w = self.source.get_slice(name, hf_index)
+        else:
+            if name not in self._whole:
+                self._whole.clear()  # hold one tensor at a time
+                self._whole[name] = self.source.get(name)
+            w = self._whole[name][hf_index]
+        w = w.T if self.transpose else w
+        return np.asarray(w).astype(self.dtype, copy=False)
+
+    def __call__(self, index: tuple) -> np.ndarray:
+        if not self.stacked:
+            return self._one(self.names[0], tuple(index))
+        layers, rest = range(len(self.names))[index[0]], tuple(index[1:])
+        out = None
+        for j, i in enumerate(layers):  # filled in place: no second copy of the stack
+            w = self._one(self.names[i], rest)
+            if out is None:
+                out = np.empty((len(layers), *w.shape), self.dtype)
+            out[j] = w
+        return out
 
 
 def _init_adapter(path: tuple[str, ...], shape, seed: int) -> jax.Array:

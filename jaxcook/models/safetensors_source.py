@@ -1,7 +1,8 @@
 """Lazy tensor access to a Hugging Face safetensors folder (one file or a sharded index).
 
 Each file's header is validated up front (a truncated or corrupt file is reported by name
-before any weight is read); tensors are read one at a time with `safe_open`.
+before any weight is read); tensors are read one at a time with `safe_open`, or just a slice of
+one (`get_slice`: what one device of a mesh holds).
 """
 
 from __future__ import annotations
@@ -87,6 +88,19 @@ class SafetensorsSource:
             if "bfloat16" in str(e) or "bf16" in str(e).lower():
                 return self._get_via_flax(path, name)
             raise WeightsError(f"{path}: cannot read tensor {name}: {e}") from e
+
+    def get_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """`get(name)[index]` reading only that slice from the file (`safe_open(...).get_slice`)."""
+        path = self._file_of[name]
+        if path not in self._handles:
+            self._handles[path] = safe_open(str(path), framework="numpy")
+        try:
+            return self._handles[path].get_slice(name)[index]
+        except Exception as e:
+            if "bfloat16" in str(e) or "bf16" in str(e).lower():  # numpy has no bf16: read via flax
+                with safe_open(str(path), framework="flax") as f:
+                    return np.asarray(f.get_slice(name)[index])
+            raise WeightsError(f"{path}: cannot read a slice of tensor {name}: {e}") from e
 
     def _get_via_flax(self, path: Path, name: str) -> np.ndarray:
         with safe_open(str(path), framework="flax") as f:

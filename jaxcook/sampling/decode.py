@@ -27,6 +27,10 @@ log p(token at slot s | slots < s) in the padded layout (junk on padding and slo
 The layer loop below is the cached branch of `Decoder.__call__` applied layer by layer over
 unstacked weights (see `weights.py` for why); it calls the model's own blocks, embedding,
 norm and unembedding.
+
+Mesh. With weights on a mesh (`graph.mesh`, e.g. the training client's), decode runs there:
+the weights stay in the trainer's sharding, the KV cache [B, S, K, D] is split over the batch
+axes (rows) and `tensor` (kv heads), and activations are pinned the same way as in training.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcook.core.logprobs import chunked_target_logprobs
+from jaxcook.engine.sharding import activation_mesh, constrain
 from jaxcook.models.attention import attention_mask
 from jaxcook.models.rope import inverse_frequencies, rope_cos_sin
 from jaxcook.sampling.token_sampling import sample_tokens
@@ -134,10 +139,20 @@ def _hits_stop(token_R, recent_RQ, inputs: DecodeInputs):
     return by_token_R | match_RMQ.all(-1).any(-1)
 
 
+def kv_constrain(c_BSKD):
+    """A layer's cache: rows over the batch axes, kv heads over `tensor`."""
+    return constrain(c_BSKD, ("batch", None, "kv_heads", None))
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def decode(
     graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inputs: DecodeInputs
 ) -> DecodeOutputs:
+    with activation_mesh(graph.mesh):
+        return _decode(graph, spec, weights, inputs)
+
+
+def _decode(graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inputs: DecodeInputs):
     cfg = graph.config
     P, T = inputs.prompt_PT.shape
     R, N = inputs.row_prompt_R.shape[0], spec.max_new
@@ -150,7 +165,7 @@ def decode(
     seg_PT = real_PT.astype(jnp.int32)
     positions_PT = jnp.where(real_PT, slot_T[None, :] - offset_P[:, None], 0)
     dtype = graph.shell(weights).param_dtype
-    empty = jnp.zeros((P, T, cfg.num_kv_heads, cfg.head_dim), dtype)
+    empty = kv_constrain(jnp.zeros((P, T, cfg.num_kv_heads, cfg.head_dim), dtype))
     kv_P = tuple((empty, empty) for _ in range(cfg.num_layers))
     # Prefill attends over the T prompt slots only; the N generation slots are added after.
     shell, h_PTD, kv_P = forward(graph, weights, inputs.prompt_PT, positions_PT, seg_PT, kv_P, seg_PT, 0)
@@ -160,7 +175,9 @@ def decode(
         lp_PT1 = chunked_target_logprobs(shell.unembed, h_PTD[:, :-1], inputs.prompt_PT[:, 1:])
         prompt_lp = jnp.pad(lp_PT1, ((0, 0), (1, 0)))
     prompt_R = inputs.row_prompt_R
-    kv = jax.tree.map(lambda c: jnp.pad(c, ((0, 0), (0, N), (0, 0), (0, 0)))[prompt_R], kv_P)  # [R, S, K, D]
+    kv = jax.tree.map(
+        lambda c: kv_constrain(jnp.pad(c, ((0, 0), (0, N), (0, 0), (0, 0)))[prompt_R]), kv_P
+    )  # [R, S, K, D]
     seg_k_RS = seg_k_PS[prompt_R]
     len_R = inputs.prompt_len_P[prompt_R]
     logits_RV = shell.unembed(h_PTD[:, -1])[prompt_R]
@@ -210,6 +227,7 @@ def decode(
         _, h_R1D, kv = forward(
             graph, weights, rows.last_R[:, None], (len_R + n - 1)[:, None], ones_R1, kv, seg_k_RS, T + n - 1
         )
+        kv = jax.tree.map(kv_constrain, kv)
         logits_RV = graph.shell(weights).unembed(h_R1D[:, 0])
         return n + 1, kv, record(rows, n, *draw(logits_RV, n))
 

@@ -10,16 +10,22 @@ and applies the layers one after another (unrolled), so a step reads every weigh
 static structure (graphdefs, config) needed to rebuild the modules inside `jit`. Unstacking
 copies the layer weights once; for a training client the frozen base is unstacked once and
 shared by every snapshot, so a snapshot costs a copy of the trainable parameters only.
+
+On a mesh (weights that are `NamedSharding`s over more than one device, e.g. the training
+client's), every layer keeps its stacked layout minus the `layers` axis: each device copies
+its own slices, nothing is gathered. `SamplerGraph.mesh` is that mesh; decode pins its
+activations and KV cache onto it (`engine.sharding.constrain`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxcook.models.config import ModelConfig
 
@@ -40,6 +46,7 @@ class SamplerGraph:
     model: nnx.GraphDef  # the whole Decoder
     block: nnx.GraphDef  # the layer stack (a vmapped Block), merged with one layer's arrays
     config: ModelConfig
+    mesh: Mesh | None = None  # the weights' mesh when they span several devices
 
     def shell(self, weights: SamplerWeights):
         """The Decoder for its embedding, final norm and unembedding (its `layers` slot holds
@@ -56,16 +63,35 @@ def split_top(state: nnx.State) -> tuple[nnx.State, nnx.State | None]:
     return top, state[LAYERS] if LAYERS in state else None
 
 
-@partial(jax.jit, static_argnums=1)
-def _unstack(stacked: nnx.State, num_layers: int) -> tuple[nnx.State, ...]:
+def _unstack_fn(stacked: nnx.State, num_layers: int) -> tuple[nnx.State, ...]:
     return tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(num_layers))
 
 
+_unstack = jax.jit(_unstack_fn, static_argnums=1)
+
+
+def mesh_of(*states) -> Mesh | None:
+    """The mesh of the first array that is sharded over more than one device (None if none)."""
+    for x in jax.tree.leaves(states):
+        s = getattr(x, "sharding", None)
+        if isinstance(s, NamedSharding) and s.mesh.size > 1:
+            return s.mesh
+    return None
+
+
 def unstack_layers(stacked: nnx.State | None, num_layers: int) -> tuple[nnx.State, ...]:
-    """Per-layer copies of a stacked layer subtree ([L, ...] leaves -> L states of [...])."""
+    """Per-layer copies of a stacked layer subtree ([L, ...] leaves -> L states of [...]); on a
+    mesh each layer keeps its stacked sharding minus the leading `layers` axis."""
     if stacked is None or not jax.tree.leaves(stacked):
         return tuple(nnx.State({}) for _ in range(num_layers))
-    return _unstack(stacked, num_layers)
+    if mesh_of(stacked) is None:
+        return _unstack(stacked, num_layers)
+
+    def layer_sharding(x):
+        return NamedSharding(x.sharding.mesh, P(*tuple(x.sharding.spec)[1:]))
+
+    out = jax.tree.map(layer_sharding, stacked)
+    return jax.jit(_unstack_fn, static_argnums=1, out_shardings=(out,) * num_layers)(stacked, num_layers)
 
 
 def merge_parts(*parts: tuple[nnx.State, tuple[nnx.State, ...]]) -> SamplerWeights:
@@ -84,7 +110,8 @@ def part_of(state: nnx.State, num_layers: int) -> tuple[nnx.State, tuple[nnx.Sta
 def graph_of(graphdef: nnx.GraphDef, *states: nnx.State) -> SamplerGraph:
     """The static structure of the model described by `graphdef` and its states."""
     model = nnx.merge(graphdef, *states)  # references the arrays; nothing is copied
-    return SamplerGraph(nnx.graphdef(model), nnx.graphdef(getattr(model, LAYERS)), model.config)
+    graph = nnx.graphdef(model), nnx.graphdef(getattr(model, LAYERS)), model.config
+    return SamplerGraph(*graph, mesh=mesh_of(*states))
 
 
 def zero_adapters(state: nnx.State) -> nnx.State:

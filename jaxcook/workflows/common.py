@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from jaxcook.backends import check_backend, make_service
+from jaxcook.distributed_config import DistributedConfig
 from jaxcook.lora import LoraConfig
 from jaxcook.mesh_config import MeshConfig
 from jaxcook.ports import TrainingClient
@@ -23,8 +24,10 @@ class ModelOptions:
     backend: str = "local"  # see jaxcook.backends.BACKENDS
     renderer: str | None = None  # None = the model's recommended renderer
     lora: LoraConfig | None = LoraConfig(rank=32)
-    param_dtype: Literal["float32", "bfloat16"] = "float32"  # base weights; adapters and Adam stay f32
-    mesh: MeshConfig = MeshConfig()
+    # base weights (auto: bf16 on GPU/TPU, f32 on CPU); adapters and Adam stay f32
+    param_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    mesh: MeshConfig = MeshConfig()  # data x fsdp x tensor over every device of every process
+    distributed: DistributedConfig = DistributedConfig()  # multi-host: coordinator (else JAXCOOK_* env)
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
     load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer
@@ -62,6 +65,7 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
         max_length=max_length,
         batch_size=batch_size,
         mesh=options.mesh,
+        distributed=options.distributed,
         pack=options.pack,
         remat=options.remat,
         param_dtype=options.param_dtype,
