@@ -11,6 +11,7 @@ from jaxcook.engine.batching import BucketConfig, default_batch_buckets, default
 from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
+from jaxcook.models.layers import set_matmul_dtype
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -23,6 +24,8 @@ class ModelOptions:
     renderer: str | None = None  # None = the model's recommended renderer
     lora: LoraConfig | None = LoraConfig(rank=32)
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # base weights; adapters and Adam stay f32
+    # bfloat16: every projection with bf16 operands and f32 accumulation (AMX via oneMKL on CPU)
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
     mesh: MeshConfig = MeshConfig()
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
@@ -55,6 +58,7 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
     from jaxcook.renderers import get_renderer
 
     loaded = load(options.name, lora=options.lora, param_dtype=DTYPES[options.param_dtype])
+    set_matmul_dtype(loaded.model, options.matmul_dtype)
     renderer_name = renderer_name_for(options)
     mesh = make_mesh(options.mesh)
     buckets = BucketConfig(
