@@ -98,8 +98,7 @@ def kernel_status() -> str:
         return "off: no g++ to build the kernel"
     try:
         lib_path = _build(mkl_rt)
-        ctypes.CDLL(str(mkl_rt), mode=ctypes.RTLD_GLOBAL)
-        lib = ctypes.CDLL(str(lib_path))
+        lib = ctypes.CDLL(str(lib_path))  # loads libmkl_rt through its rpath
         lib.jaxcook_gemm_init(_MKL_THREADING_GNU)
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JaxcookGemmBf16), platform="cpu")
     except (OSError, subprocess.CalledProcessError, AttributeError) as e:

@@ -121,3 +121,20 @@ def test_bf16_training_lowers_the_loss():
         client.optim_step(AdamParams(learning_rate=3e-2)).result()
         losses.append(out.metrics["loss:sum"])
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bf16_sampler_logprobs_match_its_own_scoring():
+    # The sampler decodes with the KV cache (one token per step); compute_logprobs scores the
+    # whole sequence at once. With bf16 products both round the same operands, so the on-policy
+    # log-probs agree to f32-accumulation error, not just bf16 error.
+    from jaxcook.sampling import LocalSamplingClient
+    from jaxcook.types import ModelInput, SamplingParams
+    from tests.sampling.tiny import CharTokenizer
+
+    tok = CharTokenizer()
+    client = LocalSamplingClient.from_model(set_matmul_dtype(tiny_model(seed=5), "bfloat16"), tok)
+    prompt = ModelInput.from_ints(tok.encode("Hello, sampler"))
+    seq = client.sample(prompt, 2, SamplingParams(max_tokens=8, seed=3)).result().sequences[0]
+    full = ModelInput.from_ints(prompt.to_ints() + seq.tokens)
+    scored = client.compute_logprobs(full).result()[prompt.length :]
+    np.testing.assert_allclose(seq.logprobs, scored, atol=2e-3)
