@@ -1,6 +1,7 @@
 """Sampling throughput of SmolLM2-135M-Instruct: jaxcook's sampler vs transformers `generate`.
 
-    python benchmarks/sampler.py [--iters 2] [--settings 8x64x128,32x64x64] [--skip-torch]
+    python -m benchmarks.sampler [--iters 2] [--settings 8x64x128,32x64x64] [--skip-torch]
+                                 [--matmul-dtype float32|bfloat16]
 
 For each setting BxPxN (batch B of distinct random P-token prompts, N new tokens each, EOS
 ignored on both sides so both generate exactly N tokens; sampling at temperature 1 with no
@@ -14,7 +15,8 @@ top-k / top-p) it prints, for jaxcook (`LocalSamplingClient.sample_many`, f32) a
 and the ratio jaxcook / PyTorch of each. Times are the best of `--iters` rounds after a warm-up (jaxcook's
 warm-up compiles); each round runs jaxcook and PyTorch one after the other, so a change of
 machine load hits both. The 1-minute load average is printed before and after: on a shared
-machine the numbers move with it.
+machine the numbers move with it. `--matmul-dtype bfloat16` runs jaxcook's projections with bf16
+operands (`model.matmul_dtype`) and PyTorch's `generate` under `torch.autocast("cpu", bfloat16)`.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ def timed(run, n: int) -> float:
 
 
 @functools.cache
-def jaxcook_client():
+def jaxcook_client(matmul_dtype: str = "float32"):
     from jaxcook.models import load
+    from jaxcook.models.layers import set_matmul_dtype
     from jaxcook.sampling import LocalSamplingClient
 
     lm = load("smollm2-135m-instruct")
+    set_matmul_dtype(lm.model, matmul_dtype)
     return LocalSamplingClient.from_model(lm.model, lm.tokenizer, seed=0)
 
 
@@ -55,12 +59,12 @@ def torch_model():
     ).eval()
 
 
-def jaxcook_runner(B: int, prompts: np.ndarray):
+def jaxcook_runner(B: int, prompts: np.ndarray, matmul_dtype: str):
     import jax
 
     from jaxcook.types import ModelInput, SamplingParams
 
-    client = jaxcook_client()
+    client = jaxcook_client(matmul_dtype)
     inputs = [ModelInput.from_ints(p.tolist()) for p in prompts[:B]]
 
     def run(n: int):
@@ -68,18 +72,20 @@ def jaxcook_runner(B: int, prompts: np.ndarray):
         out = client.sample_many(inputs, 1, params).result()
         assert all(len(r.sequences[0].tokens) == n for r in out)
 
-    return run, f"jaxcook ({jax.default_backend()}, float32)"
+    return run, f"jaxcook ({jax.default_backend()}, float32, matmuls {matmul_dtype})"
 
 
-def torch_runner(B: int, prompts: np.ndarray):
+def torch_runner(B: int, prompts: np.ndarray, matmul_dtype: str):
     import torch
+
+    autocast = matmul_dtype == "bfloat16"
 
     hf = torch_model()
     ids = torch.tensor(prompts[:B], dtype=torch.long)
     mask = torch.ones_like(ids)
 
     def run(n: int):
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = hf.generate(
                 ids,
                 attention_mask=mask,
@@ -93,7 +99,7 @@ def torch_runner(B: int, prompts: np.ndarray):
             )
         assert out.shape[1] == ids.shape[1] + n
 
-    return run, f"pytorch  (cpu, float32, {torch.get_num_threads()} threads)"
+    return run, f"pytorch  (cpu, float32, autocast {autocast}, {torch.get_num_threads()} threads)"
 
 
 def interleaved(runners: dict, N: int, iters: int) -> dict:
@@ -114,13 +120,17 @@ def main():
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--settings", default="8x64x128,32x64x64", help="comma-separated BxPxN")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--matmul-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    from benchmarks.machine import describe
+
+    print(describe(torch_too=not args.skip_torch))
     settings = [tuple(int(x) for x in s.split("x")) for s in args.settings.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     for B, P, N in settings:
         prompts = np.random.default_rng(0).integers(100, 49152, (B, P))
         makers = [jaxcook_runner] + ([] if args.skip_torch else [torch_runner])
-        runners = dict(make(B, prompts)[::-1] for make in makers)
+        runners = dict(make(B, prompts, args.matmul_dtype)[::-1] for make in makers)
         best = interleaved(runners, N, args.iters)
         rates = {}
         for name in runners:

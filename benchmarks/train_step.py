@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_step [--batch 8] [--seq 256] [--iters 3] [--models smollm2,tiny20m]
                                     [--modes lora,full] [--rank 8] [--no-peer] [--random-weights]
-                                    [--dtype float32|bfloat16]
+                                    [--dtype float32|bfloat16] [--matmul-dtype float32|bfloat16]
 
 For each model (SmolLM2-135M-Instruct, and a ~20M-parameter Llama config with the same vocab)
 and each mode (LoRA r8 on every attention and MLP projection; full fine-tuning) it times one
@@ -10,6 +10,10 @@ optimizer step (forward + backward + AdamW) of batch x seq tokens in f32, and pr
 the fraction of this machine's measured matmul peak, and the ratio jaxcook / PyTorch.
 `--no-peer --random-weights` times jaxcook alone on SmolLM2-135M's architecture with random
 weights, for a machine without torch or the model file (a GPU host, say).
+`--matmul-dtype bfloat16` runs every projection with bf16 operands and f32 accumulation on both
+sides: jaxcook through `model.matmul_dtype=bfloat16` (oneMKL on AMX on CPU), PyTorch under
+`torch.autocast("cpu", torch.bfloat16)` (oneDNN on AMX); weights, adapters, optimizer state and
+the loss stay f32. That is each side's best setting on an AMX machine; f32 vs f32 is the default.
 
 FLOPs per step use the usual estimates: full fine-tuning 6 N T, LoRA 4 N T (no weight gradients
 for the frozen base), N = non-embedding parameters + the unembedding, T = tokens, plus attention
@@ -25,12 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.machine import describe, jax_peaks
 from benchmarks.peers import TARGET_MODULES, torch_smollm2
 from jaxcook.engine.batching import BucketConfig
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
 from jaxcook.models import ModelConfig, load
 from jaxcook.models.decoder import Decoder
+from jaxcook.models.layers import set_matmul_dtype
 from jaxcook.types import AdamParams, Datum, ModelInput
 
 TINY20M = {
@@ -95,9 +101,11 @@ def jax_model(name: str, lora, random_weights: bool = False, dtype=jnp.float32):
     )
 
 
-def bench_jax(name, mode, batch, seq, iters, rank, random_weights=False, dtype=jnp.float32):
+def bench_jax(
+    name, mode, batch, seq, iters, rank, random_weights=False, dtype=jnp.float32, matmul_dtype="float32"
+):
     lora = LoraConfig(rank=rank, train_unembed=False) if mode == "lora" else None
-    model = jax_model(name, lora, random_weights, dtype)
+    model = set_matmul_dtype(jax_model(name, lora, random_weights, dtype), matmul_dtype)
     client = LocalTrainingClient(
         model, lora=lora, buckets=BucketConfig(seq_buckets=(seq,), batch_buckets=(batch,))
     )
@@ -129,7 +137,7 @@ def torch_model(name: str):
     return transformers.LlamaForCausalLM(cfg)
 
 
-def bench_torch(name, mode, batch, seq, iters, rank):
+def bench_torch(name, mode, batch, seq, iters, rank, matmul_dtype="float32"):
     import torch
 
     model = torch_model(name).train()
@@ -142,9 +150,13 @@ def bench_torch(name, mode, batch, seq, iters, rank):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, betas=(0.9, 0.95))
     x = torch.randint(0, model.config.vocab_size, (batch, seq + 1))
 
+    autocast = matmul_dtype == "bfloat16"
+
     def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(
-            model(x[:, :-1]).logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum"
+            logits.float().flatten(0, 1), x[:, 1:].flatten(), reduction="sum"
         )
         loss.backward()
         opt.step()
@@ -163,10 +175,14 @@ def main():
     p.add_argument("--modes", default="lora,full")
     p.add_argument("--no-peer", action="store_true", help="time jaxcook alone (no torch)")
     p.add_argument("--random-weights", action="store_true", help="SmolLM2-135M's shapes, random weights")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="base weights")
+    p.add_argument("--matmul-dtype", default="float32", choices=["float32", "bfloat16"])
     args = p.parse_args()
     dtype = jnp.dtype(args.dtype)
+    print(describe(torch_too=not args.no_peer))
     peak = matmul_peak_flops(dtype=dtype)
+    if args.matmul_dtype == "bfloat16":
+        peak = jax_peaks()["jax bf16"] * 1e9 if jax.default_backend() == "cpu" else peak
     tokens = args.batch * args.seq
     threads = ""
     if not args.no_peer:
@@ -175,12 +191,21 @@ def main():
         threads = f"torch threads {torch.get_num_threads()}, "
     print(
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {threads}measured "
-        f"{args.dtype} matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.seq}, {args.dtype}"
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.seq}, weights {args.dtype}, "
+        f"matmuls {args.matmul_dtype}"
     )
     for name in args.models.split(","):
         for mode in args.modes.split(","):
             jax_s, cfg = bench_jax(
-                name, mode, args.batch, args.seq, args.iters, args.rank, args.random_weights, dtype
+                name,
+                mode,
+                args.batch,
+                args.seq,
+                args.iters,
+                args.rank,
+                args.random_weights,
+                dtype,
+                args.matmul_dtype,
             )
             flops = step_flops(cfg, tokens, args.seq, mode == "lora")
             line = (
@@ -188,7 +213,9 @@ def main():
                 f"{flops / jax_s / peak:5.1%} of peak)"
             )
             if not args.no_peer:
-                torch_s = bench_torch(name, mode, args.batch, args.seq, args.iters, args.rank)
+                torch_s = bench_torch(
+                    name, mode, args.batch, args.seq, args.iters, args.rank, args.matmul_dtype
+                )
                 line += (
                     f"  pytorch {tokens / torch_s:8.1f} tok/s ({torch_s:6.2f} s, "
                     f"{flops / torch_s / peak:5.1%})  ratio {torch_s / jax_s:.2f}x"

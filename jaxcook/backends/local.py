@@ -17,6 +17,7 @@ from jaxcook.engine.distributed import initialize
 from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
+from jaxcook.models.layers import set_matmul_dtype
 
 DTYPES = {"auto": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16}  # auto: bf16 on GPU/TPU
 
@@ -39,6 +40,7 @@ class LocalService:
         batch_size: int = 64,
         mesh: MeshConfig = MeshConfig(),
         distributed: DistributedConfig = DistributedConfig(),
+        matmul_dtype: Literal["float32", "bfloat16"] = "float32",
         pack: bool = False,
         remat: bool = False,
         param_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
@@ -54,12 +56,14 @@ class LocalService:
         )
         self.pack, self.remat, self.seed = pack, remat, seed
         self.param_dtype = DTYPES[param_dtype]
+        self.matmul_dtype = matmul_dtype
 
     def _create(self, base_model: str, lora: LoraConfig | None) -> LocalTrainingClient:
         from jaxcook.models import load
 
         # straight into the mesh's shardings, tensor by tensor (no device holds the whole model)
         loaded = load(base_model, lora=lora, param_dtype=self.param_dtype, mesh=self.mesh)
+        set_matmul_dtype(loaded.model, self.matmul_dtype)
         return LocalTrainingClient(
             loaded.model,
             lora=lora,
@@ -122,6 +126,7 @@ class LocalService:
         from jaxcook.models import load
 
         loaded = load(base_model, param_dtype=self.param_dtype)
+        set_matmul_dtype(loaded.model, self.matmul_dtype)
         return LocalSamplingClient.from_model(loaded.model, loaded.tokenizer)
 
     def get_tokenizer(self, base_model: str):

@@ -16,7 +16,23 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcook.engine.sharding import constrain
+from jaxcook.kernels import cpu_gemm
 from jaxcook.models.fused import lora_matmul, matmul
+
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def set_matmul_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
+    """Run every kernel product of `model` (projections, the tied unembedding) with `dtype`
+    operands: "bfloat16" = bf16 operands, f32 accumulation (AMX through oneMKL on a CPU that has
+    it, see `jaxcook.kernels.cpu_gemm`); "float32" = the activations' dtype. A static attribute,
+    so it is part of the graph definition and of every jit cache key."""
+    if dtype not in MATMUL_DTYPES:
+        raise ValueError(f"model.matmul_dtype={dtype!r}: expected one of {MATMUL_DTYPES}")
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, Linear | Embed):
+            module.bf16_matmul = dtype == "bfloat16"
+    return model
 
 
 def param(value, names: tuple[str | None, ...], kind=nnx.Param):
@@ -67,14 +83,15 @@ class Linear(nnx.Module):
             float(lora_alpha if lora_alpha is not None else lora_rank) / lora_rank if lora_rank else 0.0
         )
         self.out_axis = axes[1]
+        self.bf16_matmul = False  # static: kernel products in bf16 (see `set_matmul_dtype`)
 
     def __call__(self, x):
         kernel = self.kernel[...].astype(x.dtype)
         if self.lora_a is None:
-            y = matmul(x, kernel)
+            y = matmul(x, kernel, self.bf16_matmul)
         else:
             a, b = self.lora_a[...].astype(x.dtype), self.lora_b[...].astype(x.dtype)
-            y = lora_matmul(x, kernel, a, b, self.lora_scale)
+            y = lora_matmul(x, kernel, a, b, self.lora_scale, self.bf16_matmul)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
         return constrain_out(y, self.out_axis)
@@ -97,12 +114,15 @@ class Embed(nnx.Module):
     def __init__(self, vocab: int, dim: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         init = jax.nn.initializers.normal(0.02)
         self.embedding = param(init(rngs.params(), (vocab, dim), param_dtype), ("vocab", "embed"))
+        self.bf16_matmul = False  # static: the tied unembedding in bf16 (see `set_matmul_dtype`)
 
     def __call__(self, tokens):
         return constrain_out(jnp.take(self.embedding[...], tokens, axis=0), None)
 
     def attend(self, x):
         """Tied unembedding: logits = x @ embedding.T (vocabulary-parallel like the table)."""
+        if self.bf16_matmul:
+            return constrain_out(cpu_gemm.dot(x, self.embedding[...], True), "vocab")
         return constrain_out(x @ self.embedding[...].astype(x.dtype).T, "vocab")
 
 

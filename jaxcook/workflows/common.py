@@ -26,6 +26,8 @@ class ModelOptions:
     lora: LoraConfig | None = LoraConfig(rank=32)
     # base weights (auto: bf16 on GPU/TPU, f32 on CPU); adapters and Adam stay f32
     param_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # bfloat16: every projection with bf16 operands and f32 accumulation (AMX via oneMKL on CPU)
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
     mesh: MeshConfig = MeshConfig()  # data x fsdp x tensor over every device of every process
     distributed: DistributedConfig = DistributedConfig()  # multi-host: coordinator (else JAXCOOK_* env)
     remat: bool = False  # gradient checkpointing of each layer
@@ -66,6 +68,7 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
         batch_size=batch_size,
         mesh=options.mesh,
         distributed=options.distributed,
+        matmul_dtype=options.matmul_dtype,
         pack=options.pack,
         remat=options.remat,
         param_dtype=options.param_dtype,
