@@ -58,11 +58,11 @@ def bench_jaxcook(pairs, tokenizer, rank, steps):
             tokens = prompt_ids + comp_ids + [tokenizer.eos_token_id]
             weights = [0.0] * len(prompt_ids) + [1.0] * (len(comp_ids) + 1)
             data.append(datum_from_tokens_weights(tokens, weights))
-    ref = client.reference_params().result()
+    reference = client.save_weights_and_get_sampling_client()  # the initial weights
     adam = AdamParams(learning_rate=1e-5, eps=1e-8)
 
     def step():
-        batch = with_reference(client, data, ref)
+        batch = with_reference(reference, data)
         client.forward_backward(batch, "dpo", {"beta": 0.1})
         client.optim_step(adam).result()
 
