@@ -8,33 +8,41 @@ is the same rule with the cache's own segment ids.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
 _MASKED = -1e30  # finite, so a fully masked row (a padding query) gives a uniform row, not NaN
 
 
-def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS) -> jnp.ndarray:
-    """Boolean mask [B, T, S]."""
+def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, window: int | None = None) -> jnp.ndarray:
+    """Boolean mask [B, T, S]; with `window`, only keys fewer than `window` slots back.
+
+    Slots are consecutive within a segment (packed rows, left-padded prompts and their
+    continuation alike), so a slot distance is a position distance.
+    """
     causal_TS = k_slot_S[None, :] <= q_slot_T[:, None]
+    if window is not None:
+        causal_TS = causal_TS & (k_slot_S[None, :] > q_slot_T[:, None] - window)
     same_BTS = q_seg_BT[:, :, None] == k_seg_BS[:, None, :]
     return causal_TS[None] & same_BTS & (k_seg_BS[:, None, :] != 0)
 
 
-@jax.checkpoint
-def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
+@partial(jax.checkpoint, static_argnums=(4,))
+def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None) -> jnp.ndarray:
     """Softmax attention with H query heads sharing K key/value heads; returns [B, T, H, D].
 
     Rematerialised: the backward pass recomputes the [B, K, G, T, S] scores and probabilities
     instead of keeping them for every layer. Measured on SmolLM2-135M (the jaxcook LoRA r8 step of
     `benchmarks/train_step.py`, 8 x 256, CPU, under `/usr/bin/time`): the same step time, max RSS
-    6.0 -> 4.9 GB; the saving grows with T x S.
+    6.0 -> 4.9 GB; the saving grows with T x S. `scale` defaults to D^-1/2.
     """
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]
     q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D)  # query heads grouped by their kv head
     scores_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
-    scores_BKGTS = scores_BKGTS * (D**-0.5)
+    scores_BKGTS = scores_BKGTS * (D**-0.5 if scale is None else scale)
     scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
     probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
     out_BTKGD = jnp.einsum("bkgts,bskd->btkgd", probs_BKGTS, v_BSKD)
