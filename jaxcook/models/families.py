@@ -253,11 +253,15 @@ def write_gemma3(cfg) -> dict[str, Any]:
         },
         "sliding_window": cfg.sliding_window,
         "layer_types": list(cfg.layer_types),
-        "query_pre_attn_scalar": cfg.query_pre_attn_scalar,
+        "query_pre_attn_scalar": _int_if_whole(cfg.query_pre_attn_scalar),
         "attention_bias": False,
         "final_logit_softcapping": None,
         "attn_logit_softcapping": None,
     }
+
+
+def _int_if_whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x  # transformers types this field as int
 
 
 READERS = {"mistral": read_mistral, "qwen3_moe": read_qwen3_moe, "gemma3_text": read_gemma3}
