@@ -101,7 +101,8 @@ def main():
     )
     print(f"jaxcook      {jax_s:.3f} s  {n / jax_s:8.1f} tokens/s  ({jax.default_backend()})")
     impl = getattr(hf.config, "_experts_implementation", "eager")
-    print(f"transformers {torch_s:.3f} s  {n / torch_s:8.1f} tokens/s  (torch {torch.__version__}, experts {impl})")
+    peer = f"torch {torch.__version__}, experts {impl}"
+    print(f"transformers {torch_s:.3f} s  {n / torch_s:8.1f} tokens/s  ({peer})")
     print(f"ratio {torch_s / jax_s:.2f}x")
 
 

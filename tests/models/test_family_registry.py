@@ -10,7 +10,7 @@ from jaxcook.models import MODELS, resolve
 from jaxcook.renderers import RENDERERS
 from jaxcook.workflows.common import ModelOptions, renderer_name_for
 
-HUB_ENTRIES = sorted(name for name, spec in MODELS.items() if spec.asset is None and spec.random_config is None)
+HUB_ENTRIES = sorted(n for n, spec in MODELS.items() if spec.asset is None and spec.random_config is None)
 
 
 def test_every_family_has_entries_with_known_renderers():
