@@ -220,10 +220,8 @@ def load(
 
         cfg = ModelConfig.from_file(where.path / "config.json")
         source = SafetensorsSource(where.path)
-    if cfg.moe is not None:
-        from jaxcook.models.expert_weights import ExpertSource
+    from jaxcook.models.expert_weights import wrap_source
 
-        source = ExpertSource(source, cfg.moe.num_experts)
-    model = load_state_from_source(cfg, source, lora=lora, param_dtype=param_dtype)
+    model = load_state_from_source(cfg, wrap_source(cfg, source), lora=lora, param_dtype=param_dtype)
     tok = load_tokenizer(name_or_path) if tokenizer else None
     return LoadedModel(model=model, tokenizer=tok, config=cfg, name=name_or_path)

@@ -30,13 +30,16 @@ def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, window: int | None = 
 
 
 @partial(jax.checkpoint, static_argnums=(4,))
-def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None) -> jnp.ndarray:
+def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None, sinks_H=None) -> jnp.ndarray:
     """Softmax attention with H query heads sharing K key/value heads; returns [B, T, H, D].
 
     Rematerialised: the backward pass recomputes the [B, K, G, T, S] scores and probabilities
     instead of keeping them for every layer. Measured on SmolLM2-135M (the jaxcook LoRA r8 step of
     `benchmarks/train_step.py`, 8 x 256, CPU, under `/usr/bin/time`): the same step time, max RSS
     6.0 -> 4.9 GB; the saving grows with T x S. `scale` defaults to D^-1/2.
+
+    `sinks_H` (GPT-OSS): one more logit per head in every softmax, attached to no value, so a
+    query can attend to "nothing": probs = exp(s) / (sum exp(s) + exp(sink)).
     """
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]
@@ -44,6 +47,13 @@ def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None) 
     scores_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
     scores_BKGTS = scores_BKGTS * (D**-0.5 if scale is None else scale)
     scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
-    probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
+    if sinks_H is None:
+        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
+    else:
+        sink_KG11 = sinks_H.astype(jnp.float32).reshape(K, H // K, 1, 1)
+        top_BKGT1 = jnp.maximum(jnp.max(scores_BKGTS, axis=-1, keepdims=True), sink_KG11)
+        exp_BKGTS = jnp.exp(scores_BKGTS - top_BKGT1)
+        denom_BKGT1 = jnp.sum(exp_BKGTS, axis=-1, keepdims=True) + jnp.exp(sink_KG11 - top_BKGT1)
+        probs_BKGTS = (exp_BKGTS / denom_BKGT1).astype(v_BSKD.dtype)
     out_BTKGD = jnp.einsum("bkgts,bskd->btkgd", probs_BKGTS, v_BSKD)
     return out_BTKGD.reshape(B, T, H, D)

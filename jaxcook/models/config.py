@@ -22,9 +22,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "mistral": {"architecture": "MistralForCausalLM", "qkv_bias": False, "qk_norm": False},
     "qwen3_moe": {"architecture": "Qwen3MoeForCausalLM", "qkv_bias": False, "qk_norm": True},
     "gemma3_text": {"architecture": "Gemma3ForCausalLM", "qkv_bias": False, "qk_norm": True},
+    "gpt_oss": {"architecture": "GptOssForCausalLM", "qkv_bias": True, "qk_norm": False},
 }
 LAYER_TYPES = ("full_attention", "sliding_attention")
-ROPE_TYPES = ("default", "llama3", "linear")
+ROPE_TYPES = ("default", "llama3", "linear", "yarn")
 
 
 class ConfigError(ValueError):
@@ -44,8 +45,15 @@ class MoeConfig:
     intermediate_size: int
     norm_topk_prob: bool = True
     aux_loss_coef: float = 0.0
+    # "qwen3": softmax, then top-k; SwiGLU experts. "gpt_oss": top-k logits, then softmax;
+    # biased experts with GPT-OSS's clamped GLU (`swiglu_alpha`, `swiglu_limit`).
+    style: str = "qwen3"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
 
     def __post_init__(self):
+        if self.style not in ("qwen3", "gpt_oss"):
+            raise ConfigError(f"unsupported MoE style {self.style!r}")
         if not 0 < self.top_k <= self.num_experts:
             raise ConfigError(
                 f"num_experts_per_tok={self.top_k} must be in [1, num_experts={self.num_experts}]"
@@ -81,6 +89,8 @@ class ModelConfig:
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
     sandwich_norm: bool = False  # norms after attention and MLP too (Gemma)
     query_pre_attn_scalar: float | None = None  # attention scale scalar^-1/2 instead of head_dim
+    o_bias: bool = False  # a bias on the attention output projection (GPT-OSS)
+    attn_sinks: bool = False  # a learned per-head logit every query also attends to (GPT-OSS)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys kept for export
 
     def __post_init__(self):
@@ -262,6 +272,7 @@ def _read_rope(hf: dict[str, Any], source: str) -> tuple[float, dict[str, Any] |
     required = {
         "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
         "linear": ("factor",),
+        "yarn": ("factor", "original_max_position_embeddings"),
     }[rope_type]
     for key in required:
         if key not in params:

@@ -1,8 +1,9 @@
-"""The decoder (Llama 3.x / Qwen2 / Qwen3 / SmolLM2 / Mistral / Qwen3-MoE / Gemma 3) in Flax NNX.
+"""The decoder (Llama 3.x, Qwen2, Qwen3, SmolLM2, Mistral, Qwen3-MoE, Gemma 3, GPT-OSS) in Flax NNX.
 
 Family differences are config switches: a sparse MLP (`cfg.moe`, see `moe.py`), sliding-window
 layers (`cfg.sliding_window`, `cfg.layer_types`; each layer picks its kind's rope and mask from
-`attention_inputs`), Gemma's scaled embedding, (1 + w) norms and sandwich norms.
+`attention_inputs`), Gemma's scaled embedding, (1 + w) norms and sandwich norms, GPT-OSS's
+attention sinks and its MLP (`gpt_oss.py`).
 
 Layers are stacked (every layer parameter has a leading `layers` axis) and applied with
 `lax.scan`, so a 30-layer model compiles one layer body. The forward returns final-norm hidden
@@ -26,9 +27,10 @@ from jaxcook.models import moe as moe_lib
 from jaxcook.models.attention import attention_mask, gqa_attention
 from jaxcook.models.config import ModelConfig
 from jaxcook.models.fused import swiglu
+from jaxcook.models.gpt_oss import GptOssMoE, Sinks
 from jaxcook.models.layers import Embed, Linear, LoraAdapter, RMSNorm
 from jaxcook.models.moe import MoE
-from jaxcook.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
+from jaxcook.models.rope import apply_rope, attention_factor, inverse_frequencies, rope_cos_sin
 
 
 class Attention(nnx.Module):
@@ -38,7 +40,8 @@ class Attention(nnx.Module):
         self.q_proj = Linear(D, H * hd, axes=("embed", "heads"), use_bias=cfg.qkv_bias, **common)
         self.k_proj = Linear(D, K * hd, axes=("embed", "kv_heads"), use_bias=cfg.qkv_bias, **common)
         self.v_proj = Linear(D, K * hd, axes=("embed", "kv_heads"), use_bias=cfg.qkv_bias, **common)
-        self.o_proj = Linear(H * hd, D, axes=("heads", "embed"), **common)
+        self.o_proj = Linear(H * hd, D, axes=("heads", "embed"), use_bias=cfg.o_bias, **common)
+        self.sinks = Sinks(H, param_dtype=param_dtype) if cfg.attn_sinks else None
         # Qwen3: RMSNorm over head_dim on each query and key head, before RoPE.
         norm = dict(eps=cfg.rms_norm_eps, axis_name=None, offset=cfg.norm_offset, param_dtype=param_dtype)
         self.q_norm = RMSNorm(hd, **norm) if cfg.qk_norm else None
@@ -64,7 +67,8 @@ class Attention(nnx.Module):
                 v_cache, v_BTKD.astype(v_cache.dtype), (0, cache_index, 0, 0)
             )
         k, v = k_BTKD.astype(q_BTHD.dtype), v_BTKD.astype(q_BTHD.dtype)
-        out_BTHD = gqa_attention(q_BTHD, k, v, mask_BTS, self.scale)
+        sinks = self.sinks() if self.sinks is not None else None
+        out_BTHD = gqa_attention(q_BTHD, k, v, mask_BTS, self.scale, sinks)
         return self.o_proj(out_BTHD.reshape(B, T, H * hd)), (k_BTKD, v_BTKD)
 
 
@@ -101,7 +105,10 @@ class Block(nnx.Module):
         self.pre_feedforward_layernorm = RMSNorm(cfg.hidden_size, **norm) if cfg.sandwich_norm else None
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, **norm) if cfg.sandwich_norm else None
         mlp = dict(lora_rank=mlp_rank, lora_alpha=alpha, param_dtype=param_dtype, rngs=rngs)
-        self.mlp = MoE(cfg.moe, cfg.hidden_size, **mlp) if cfg.moe else MLP(cfg, **mlp)
+        if cfg.moe is None:
+            self.mlp = MLP(cfg, **mlp)
+        else:
+            self.mlp = (GptOssMoE if cfg.moe.style == "gpt_oss" else MoE)(cfg.moe, cfg.hidden_size, **mlp)
 
     def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None, *, valid=None):
         """(x, new_kv); with `valid` [B, T] (a MoE block), (x, new_kv, router stats)."""
@@ -178,13 +185,14 @@ class Decoder(nnx.Module):
         if False in kinds:
             inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
             mask = attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS)
-            out["full"] = (*rope_cos_sin(positions_BT, inv_freq), mask)
+            out["full"] = (*_scaled(rope_cos_sin(positions_BT, inv_freq), cfg.rope_scaling), mask)
         if True in kinds:
             local = cfg.local_rope_theta is not None  # Gemma 3: sliding layers use plain rope
             theta = cfg.local_rope_theta if local else cfg.rope_theta
-            inv_freq = inverse_frequencies(cfg.head_dim, theta, None if local else cfg.rope_scaling)
+            scaling = None if local else cfg.rope_scaling
+            inv_freq = inverse_frequencies(cfg.head_dim, theta, scaling)
             mask = attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, cfg.sliding_window)
-            out["sliding"] = (*rope_cos_sin(positions_BT, inv_freq), mask)
+            out["sliding"] = (*_scaled(rope_cos_sin(positions_BT, inv_freq), scaling), mask)
         return out
 
     def layer_inputs(self, inputs: dict, layer) -> tuple:
@@ -276,6 +284,12 @@ class Decoder(nnx.Module):
         if segment_ids_BT is None:
             segment_ids_BT = jnp.ones_like(tokens_BT)
         return self.unembed(self(tokens_BT, positions_BT, segment_ids_BT))
+
+
+def _scaled(cos_sin, scaling):
+    """YaRN multiplies cos and sin by its attention factor; the other rope types leave them."""
+    factor = attention_factor(scaling)
+    return cos_sin if factor == 1.0 else tuple(c * factor for c in cos_sin)
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:

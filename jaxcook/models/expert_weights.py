@@ -77,3 +77,23 @@ def split_experts(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for e in range(w.shape[-1]):
             out[f"{m.group(1)}.{e}.{m.group(2)}.weight"] = np.ascontiguousarray(w[..., e])
     return out
+
+
+def wrap_source(cfg, source):
+    """The weight source as the parameter map names it, for the config's family."""
+    if cfg.model_type == "gpt_oss":
+        from jaxcook.models.gpt_oss import GptOssSource
+
+        return GptOssSource(source)
+    if cfg.moe is not None:
+        return ExpertSource(source, cfg.moe.num_experts)
+    return source
+
+
+def to_hf_layout(cfg, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Exported tensors (parameter-map names) in the family's checkpoint names."""
+    if cfg.model_type == "gpt_oss":
+        from jaxcook.models.gpt_oss import to_hf_names
+
+        return to_hf_names(tensors)
+    return split_experts(tensors) if cfg.moe is not None else tensors

@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 
 from jaxcook.lora import iter_lora_linears
 from jaxcook.models.decoder import Decoder
-from jaxcook.models.expert_weights import split_experts
+from jaxcook.models.expert_weights import to_hf_layout
 from jaxcook.models.params import export_tensors, hf_names
 
 
@@ -57,7 +57,7 @@ def save_hf(model: Decoder, out_dir: str | Path, *, tokenizer=None, dtype=np.flo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors, untied = merged_tensors(model)
-    tensors = split_experts(tensors)
+    tensors = to_hf_layout(model.config, tensors)
     hf_config = model.config.to_hf()
     if untied:
         hf_config["tie_word_embeddings"] = False

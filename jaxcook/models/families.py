@@ -8,6 +8,8 @@ forward pass); anything else, or a supported field with an unsupported value, is
 
 - `mistral`: Llama without biases; `sliding_window` (keys at most that many slots back).
 - `qwen3_moe`: Qwen3 attention with a sparse MLP (softmax top-k routing) in every layer.
+- `gpt_oss`: biased attention with sinks, alternating sliding/full layers, YaRN rope, and its
+  MoE (top-k logits then softmax; biased, clamped-GLU experts; see `gpt_oss.py`).
 - `gemma3_text`: scaled embeddings, (1 + w) RMSNorms, sandwich norms, q/k norms, a query
   scale of `query_pre_attn_scalar^-1/2`, GELU(tanh) MLP, and alternating sliding/full layers
   with their own rope bases.
@@ -223,6 +225,71 @@ def read_gemma3(hf: dict, source: str) -> dict[str, Any]:
     )
 
 
+def read_gpt_oss(hf: dict, source: str) -> dict[str, Any]:
+    allowed = {
+        "hidden_act",
+        "attention_bias",
+        "num_local_experts",
+        "num_experts_per_tok",
+        "experts_per_token",
+        "sliding_window",
+        "layer_types",
+        "swiglu_limit",
+        "swiglu_alpha",
+        "output_router_logits",
+        "router_aux_loss_coef",
+        "initial_context_length",
+    }
+    if "quantization_config" in hf:
+        raise ConfigError(
+            f"{source}: unsupported quantization_config "
+            f"({hf['quantization_config'].get('quant_method', '?')}); use a dequantised (bf16) copy"
+        )
+    _check_fields(hf, allowed, source)
+    _require(hf, "attention_bias", lambda v: v, source, "GPT-OSS attention has biases")
+    layers = int(_need(hf, "num_hidden_layers", source))
+    types = hf.get("layer_types") or [
+        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)
+    ]
+    theta, scaling = _read_rope(hf, source)
+    k = hf.get("num_experts_per_tok", hf.get("experts_per_token"))
+    aux = float(hf.get("router_aux_loss_coef", 0.9)) if hf.get("output_router_logits") else 0.0
+    return dict(
+        **_common(hf, source),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        qkv_bias=True,
+        o_bias=True,
+        attn_sinks=True,
+        sliding_window=int(_need(hf, "sliding_window", source)) if "sliding_attention" in types else None,
+        layer_types=tuple(types),
+        moe=MoeConfig(
+            num_experts=int(_need(hf, "num_local_experts", source)),
+            top_k=int(k if k is not None else _need(hf, "num_experts_per_tok", source)),
+            intermediate_size=int(_need(hf, "intermediate_size", source)),
+            aux_loss_coef=aux,
+            style="gpt_oss",
+            swiglu_alpha=float(hf.get("swiglu_alpha", 1.702)),
+            swiglu_limit=float(hf.get("swiglu_limit", 7.0)),
+        ),
+    )
+
+
+def write_gpt_oss(cfg) -> dict[str, Any]:
+    moe = cfg.moe
+    return {
+        "attention_bias": True,
+        "num_local_experts": moe.num_experts,
+        "num_experts_per_tok": moe.top_k,
+        "sliding_window": cfg.sliding_window,
+        "layer_types": list(cfg.layer_types),
+        "swiglu_limit": moe.swiglu_limit,
+        "swiglu_alpha": moe.swiglu_alpha,
+        "output_router_logits": moe.aux_loss_coef > 0,
+        "router_aux_loss_coef": moe.aux_loss_coef or 0.9,
+    }
+
+
 def write_mistral(cfg) -> dict[str, Any]:
     return {"sliding_window": cfg.sliding_window}
 
@@ -264,5 +331,15 @@ def _int_if_whole(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x  # transformers types this field as int
 
 
-READERS = {"mistral": read_mistral, "qwen3_moe": read_qwen3_moe, "gemma3_text": read_gemma3}
-WRITERS = {"mistral": write_mistral, "qwen3_moe": write_qwen3_moe, "gemma3_text": write_gemma3}
+READERS = {
+    "mistral": read_mistral,
+    "qwen3_moe": read_qwen3_moe,
+    "gemma3_text": read_gemma3,
+    "gpt_oss": read_gpt_oss,
+}
+WRITERS = {
+    "mistral": write_mistral,
+    "qwen3_moe": write_qwen3_moe,
+    "gemma3_text": write_gemma3,
+    "gpt_oss": write_gpt_oss,
+}

@@ -31,6 +31,30 @@ CASES = {
     "mistral_full": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=None)),
     "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", QWEN3_MOE),
     "qwen3_moe_unnormed": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", {**QWEN3_MOE, "norm_topk_prob": False}),
+    "gpt_oss": (
+        "GptOssConfig",
+        "GptOssForCausalLM",
+        dict(
+            head_dim=16,
+            intermediate_size=32,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            sliding_window=9,
+            num_hidden_layers=3,
+            tie_word_embeddings=False,
+            max_position_embeddings=128,  # = factor x original context, as YaRN expects
+            # YaRN with an original context shorter than the batch, so the scaling matters
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 8.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "original_max_position_embeddings": 16,
+                "rope_theta": 150000.0,
+                "truncate": False,
+            },
+        ),
+    ),
     "gemma3": (
         "Gemma3TextConfig",
         "Gemma3ForCausalLM",
@@ -59,8 +83,10 @@ def save_random_hf(folder, case, seed=0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
-            if name.endswith("mlp.gate.weight"):
+            if name.endswith(("mlp.gate.weight", "mlp.router.weight")):
                 p.normal_(0.0, 0.5)
+            if name.endswith(("bias", "sinks")):  # GPT-OSS: biases and sinks start at zero
+                p.copy_(torch.randn_like(p) * 0.5)
     model.save_pretrained(folder)
     return model
 

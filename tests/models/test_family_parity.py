@@ -44,10 +44,11 @@ def test_sliding_window_changes_mistral_logits(tmp_path):
     assert np.abs(windowed[0, 20:] - full[0, 20:]).max() > 1e-3
 
 
-def test_router_aux_loss_matches_transformers(tmp_path):
+@pytest.mark.parametrize("case", ["qwen3_moe", "gpt_oss"])
+def test_router_aux_loss_matches_transformers(tmp_path, case):
     import torch
 
-    hf = save_random_hf(tmp_path, "qwen3_moe", output_router_logits=True, router_aux_loss_coef=0.01)
+    hf = save_random_hf(tmp_path, case, output_router_logits=True, router_aux_loss_coef=0.01)
     tokens, mask = padded_batch()
     with torch.no_grad():
         want = float(hf(torch.tensor(tokens), attention_mask=torch.tensor(mask)).aux_loss)
@@ -76,3 +77,33 @@ def test_unsupported_fields_are_errors_naming_them(tmp_path):
     mistral.update(num_hidden_layers=1, num_attention_heads=1, hidden_act="gelu")
     with pytest.raises(ConfigError, match="hidden_act"):
         ModelConfig.from_hf(mistral, source="m/config.json")
+
+
+def test_aux_loss_coef_adds_the_loss_gradient(tmp_path):
+    """With `aux_loss_coef`, the gradient of any objective is that of objective + coef x aux."""
+    import dataclasses
+
+    import jax
+    from flax import nnx
+
+    save_random_hf(tmp_path, "qwen3_moe")
+    model = load(str(tmp_path), tokenizer=False).model
+    graphdef, params = nnx.split(model)
+    moe = dataclasses.replace(model.config.moe, aux_loss_coef=0.3)
+    with_aux = load(str(tmp_path), tokenizer=False).model
+    with_aux.config = dataclasses.replace(model.config, moe=moe)
+    graphdef_aux, _ = nnx.split(with_aux)
+    tokens, mask = padded_batch()
+    args = (jnp.asarray(tokens), jnp.asarray(np.broadcast_to(np.arange(40), tokens.shape)), jnp.asarray(mask))
+
+    def objective(graphdef, params, add_aux):
+        h, aux = nnx.merge(graphdef, params)(*args, return_aux=True)
+        return jnp.sum(h * h) + (0.3 * aux if add_aux else 0.0)
+
+    grad = jax.jit(jax.grad(objective, argnums=1), static_argnums=(0, 2))
+    want = grad(graphdef, params, True)
+    got = grad(graphdef_aux, params, False)
+    base = grad(graphdef, params, False)
+    router = lambda g: np.asarray(g["layers"]["mlp"]["gate"]["kernel"][...])  # noqa: E731
+    np.testing.assert_allclose(router(got), router(want), rtol=1e-5, atol=1e-7)
+    assert np.abs(router(want) - router(base)).max() > 1e-6  # the aux term is not negligible
