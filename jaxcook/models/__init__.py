@@ -82,6 +82,9 @@ MODELS: dict[str, ModelSpec] = {
         hub_id="Qwen/Qwen3-235B-A22B-Instruct-2507", renderer="qwen3_instruct"
     ),
     "Qwen/Qwen3-30B-A3B-Base": ModelSpec(hub_id="Qwen/Qwen3-30B-A3B-Base", renderer="role_colon"),
+    # gpt_oss (OpenAI's MXFP4 experts are dequantised at load)
+    "openai/gpt-oss-20b": ModelSpec(hub_id="openai/gpt-oss-20b", renderer="gpt_oss_no_sysprompt"),
+    "openai/gpt-oss-120b": ModelSpec(hub_id="openai/gpt-oss-120b", renderer="gpt_oss_no_sysprompt"),
     # mistral (base models; v0.1 has sliding_window 4096)
     "mistralai/Mistral-7B-v0.1": ModelSpec(hub_id="mistralai/Mistral-7B-v0.1", renderer="role_colon"),
     "mistralai/Mistral-7B-v0.3": ModelSpec(hub_id="mistralai/Mistral-7B-v0.3", renderer="role_colon"),

@@ -240,12 +240,12 @@ def read_gpt_oss(hf: dict, source: str) -> dict[str, Any]:
         "router_aux_loss_coef",
         "initial_context_length",
     }
-    if "quantization_config" in hf:
+    quant = hf.get("quantization_config")
+    if quant is not None and quant.get("quant_method") != "mxfp4":
         raise ConfigError(
-            f"{source}: unsupported quantization_config "
-            f"({hf['quantization_config'].get('quant_method', '?')}); use a dequantised (bf16) copy"
+            f"{source}: unsupported quantization_config.quant_method {quant.get('quant_method')!r}"
         )
-    _check_fields(hf, allowed, source)
+    _check_fields(hf, allowed | {"quantization_config"}, source)  # MXFP4: dequantised at load
     _require(hf, "attention_bias", lambda v: v, source, "GPT-OSS attention has biases")
     layers = int(_need(hf, "num_hidden_layers", source))
     types = hf.get("layer_types") or [

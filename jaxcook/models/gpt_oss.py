@@ -11,8 +11,8 @@ Checkpoints store the experts fused and [in, out]: `mlp.experts.gate_up_proj` [E
 `..._bias` [E, 2F], `mlp.experts.down_proj` [E, F, D], and the sinks as `self_attn.sinks` [H].
 `GptOssSource` presents them under the names the parameter map expects (`...gate_up_proj.weight`
 as the transposed kernel [2F, D, E], `...gate_up_proj.bias`, `self_attn.sinks.weight`);
-`to_hf_names` undoes it on export. MXFP4-quantised checkpoints (`*_blocks`, `*_scales`) are
-not read: use a dequantised (bf16) copy.
+`to_hf_names` undoes it on export (unquantised). MXFP4 experts (`*_blocks`, `*_scales`, as
+OpenAI ships them) are dequantised on read (`mxfp4.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxcook.models import grouped
+from jaxcook.models import grouped, mxfp4
 from jaxcook.models.config import MoeConfig
 from jaxcook.models.layers import Linear, param
 from jaxcook.models.moe import GroupedLinear, router_stats
@@ -124,13 +124,20 @@ class GptOssSource:
 
         self.source = source
         self.folder = getattr(source, "folder", None) or getattr(source, "path", None)
+        self._mxfp4: set[str] = set()
         self._hf: dict[str, tuple[str, bool]] = {}
-        for name in source.names():
-            if name.endswith(("_blocks", "_scales")):
-                raise WeightsError(
-                    f"{self.folder}: {name} is MXFP4-quantised, which is not supported; "
-                    "use a dequantised (bf16) copy of the checkpoint"
-                )
+        names = set(source.names())
+        for name in sorted(names):
+            if name.endswith("_scales"):
+                continue
+            if name.endswith("_blocks"):  # MXFP4: dequantised on read
+                base = name[: -len("_blocks")]
+                if f"{base}_scales" not in names:
+                    raise WeightsError(f"{self.folder}: {name} has no {base}_scales")
+                ours, _ = _ours(base)
+                self._hf[ours] = (base, True)
+                self._mxfp4.add(base)
+                continue
             ours, transposed = _ours(name)
             self._hf[ours] = (name, transposed)
 
@@ -139,12 +146,19 @@ class GptOssSource:
 
     def shape(self, name: str) -> tuple[int, ...]:
         hf, transposed = self._hf[name]
-        shape = tuple(self.source.shape(hf))
+        if hf in self._mxfp4:  # blocks [E, R, G, 16] -> [E, G*32, R]
+            *lead, R, G, B = self.source.shape(f"{hf}_blocks")
+            shape = (*lead, G * B * 2, R)
+        else:
+            shape = tuple(self.source.shape(hf))
         return tuple(reversed(shape)) if transposed else shape
 
     def get(self, name: str) -> np.ndarray:
         hf, transposed = self._hf[name]
-        w = self.source.get(hf)
+        if hf in self._mxfp4:
+            w = mxfp4.dequantize(self.source.get(f"{hf}_blocks"), self.source.get(f"{hf}_scales"))
+        else:
+            w = self.source.get(hf)
         return w.T if transposed else w
 
 

@@ -14,7 +14,13 @@ HUB_ENTRIES = sorted(n for n, spec in MODELS.items() if spec.asset is None and s
 
 
 def test_every_family_has_entries_with_known_renderers():
-    assert {"Qwen/Qwen3-30B-A3B", "mistralai/Mistral-7B-v0.3", "google/gemma-3-1b-pt"} <= set(HUB_ENTRIES)
+    families = {
+        "Qwen/Qwen3-30B-A3B",
+        "mistralai/Mistral-7B-v0.3",
+        "google/gemma-3-1b-pt",
+        "openai/gpt-oss-20b",
+    }
+    assert families <= set(HUB_ENTRIES)
     for name in HUB_ENTRIES:
         assert MODELS[name].hub_id == name
         assert MODELS[name].renderer in RENDERERS, name
@@ -22,7 +28,11 @@ def test_every_family_has_entries_with_known_renderers():
 
 @pytest.mark.parametrize(
     "name, renderer",
-    [("Qwen/Qwen3-30B-A3B", "qwen3"), ("Qwen/Qwen3-30B-A3B-Instruct-2507", "qwen3_instruct")],
+    [
+        ("Qwen/Qwen3-30B-A3B", "qwen3"),
+        ("Qwen/Qwen3-30B-A3B-Instruct-2507", "qwen3_instruct"),
+        ("openai/gpt-oss-20b", "gpt_oss_no_sysprompt"),
+    ],
 )
 def test_hub_id_picks_the_renderer_and_resolves_to_a_download(monkeypatch, tmp_path, name, renderer):
     assert renderer_name_for(ModelOptions(name=name)) == renderer
