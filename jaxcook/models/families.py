@@ -48,6 +48,7 @@ NEUTRAL = {
     "_sliding_window_pattern",
     "sliding_window_pattern",
     "use_bidirectional_attention",
+    "cache_implementation",
 }
 COMMON = {
     "model_type",

@@ -107,3 +107,31 @@ def test_aux_loss_coef_adds_the_loss_gradient(tmp_path):
     router = lambda g: np.asarray(g["layers"]["mlp"]["gate"]["kernel"][...])  # noqa: E731
     np.testing.assert_allclose(router(got), router(want), rtol=1e-5, atol=1e-7)
     assert np.abs(router(want) - router(base)).max() > 1e-6  # the aux term is not negligible
+
+
+def test_gemma3_transformers4_layout_reads_pattern_and_local_theta():
+    """Hub Gemma 3 configs predate `layer_types`: every 6th layer is global; local rope base apart."""
+    hf = {
+        "model_type": "gemma3_text",
+        "vocab_size": 8,
+        "hidden_size": 8,
+        "intermediate_size": 8,
+        "num_hidden_layers": 7,
+        "num_attention_heads": 1,
+        "head_dim": 4,
+        "rope_theta": 1_000_000.0,
+        "rope_local_base_freq": 10_000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+        "sliding_window": 512,
+        "sliding_window_pattern": 6,
+        "query_pre_attn_scalar": 256,
+        "cache_implementation": "hybrid",
+        "final_logit_softcapping": None,
+        "attn_logit_softcapping": None,
+        "hidden_activation": "gelu_pytorch_tanh",
+    }
+    cfg = ModelConfig.from_hf(hf)
+    assert cfg.sliding_layers() == (True,) * 5 + (False, True)
+    assert (cfg.rope_theta, cfg.local_rope_theta, cfg.sliding_window) == (1_000_000.0, 10_000.0, 512)
+    assert cfg.rope_scaling == {"rope_type": "linear", "factor": 8.0}
+    assert cfg.tie_word_embeddings and cfg.norm_offset == 1.0 and cfg.query_pre_attn_scalar == 256
