@@ -58,11 +58,13 @@ def count_trainable(model: nnx.Module, lora: LoraConfig | None) -> int:
 
 
 def iter_lora_linears(model: nnx.Module):
-    """Yield `(path, linear)` for every layer that carries an adapter (not the tied-head one)."""
+    """Yield `(path, linear)` for every layer that carries an adapter (not the tied-head one),
+    MoE experts' `GroupedLinear`s included (their kernels are [.., E, in, out])."""
     from jaxcook.models.layers import Linear
+    from jaxcook.models.moe import GroupedLinear
 
     for path, node in nnx.iter_graph(model):
-        if isinstance(node, Linear) and node.lora_a is not None:
+        if isinstance(node, (Linear, GroupedLinear)) and node.lora_a is not None:
             yield path, node
 
 

@@ -68,6 +68,27 @@ MODELS: dict[str, ModelSpec] = {
             "pad_token_id": 2,
         },
     ),
+    # Hub checkpoints (weights from the hub or its local cache) of the families whose whole path
+    # is tested on tiny random configs: parity, LoRA training, on-policy sampling, export.
+    # qwen3_moe
+    "Qwen/Qwen3-30B-A3B": ModelSpec(hub_id="Qwen/Qwen3-30B-A3B", renderer="qwen3"),
+    "Qwen/Qwen3-235B-A22B": ModelSpec(hub_id="Qwen/Qwen3-235B-A22B", renderer="qwen3"),
+    "Qwen/Qwen3-30B-A3B-Instruct-2507": ModelSpec(
+        hub_id="Qwen/Qwen3-30B-A3B-Instruct-2507", renderer="qwen3_instruct"
+    ),
+    "Qwen/Qwen3-235B-A22B-Instruct-2507": ModelSpec(
+        hub_id="Qwen/Qwen3-235B-A22B-Instruct-2507", renderer="qwen3_instruct"
+    ),
+    "Qwen/Qwen3-30B-A3B-Base": ModelSpec(hub_id="Qwen/Qwen3-30B-A3B-Base", renderer="role_colon"),
+    # gpt_oss (OpenAI's MXFP4 experts are dequantised at load)
+    "openai/gpt-oss-20b": ModelSpec(hub_id="openai/gpt-oss-20b", renderer="gpt_oss_no_sysprompt"),
+    "openai/gpt-oss-120b": ModelSpec(hub_id="openai/gpt-oss-120b", renderer="gpt_oss_no_sysprompt"),
+    # mistral (base models; v0.1 has sliding_window 4096)
+    "mistralai/Mistral-7B-v0.1": ModelSpec(hub_id="mistralai/Mistral-7B-v0.1", renderer="role_colon"),
+    "mistralai/Mistral-7B-v0.3": ModelSpec(hub_id="mistralai/Mistral-7B-v0.3", renderer="role_colon"),
+    # gemma3_text (base models; the larger Gemma 3 checkpoints are multimodal `gemma3`)
+    "google/gemma-3-270m": ModelSpec(hub_id="google/gemma-3-270m", renderer="role_colon"),
+    "google/gemma-3-1b-pt": ModelSpec(hub_id="google/gemma-3-1b-pt", renderer="role_colon"),
 }
 
 HUB_PATTERNS = [
@@ -103,6 +124,8 @@ def resolve(name_or_path: str) -> Resolved:
         spec = MODELS[name_or_path]
         if spec.random_config is not None:
             return Resolved("safetensors", _materialize_random(name_or_path, spec))
+        if spec.asset is None:
+            return Resolved("safetensors", _download(spec.hub_id))
         from jaxcook import assets
 
         return Resolved("gguf", assets.fetch_file(spec.asset))
@@ -205,6 +228,10 @@ def load(
 
         cfg = ModelConfig.from_file(where.path / "config.json")
         source = SafetensorsSource(where.path)
-    model = load_state_from_source(cfg, source, lora=lora, param_dtype=param_dtype, mesh=mesh)
+    from jaxcook.models.expert_weights import wrap_source
+
+    model = load_state_from_source(
+        cfg, wrap_source(cfg, source), lora=lora, param_dtype=param_dtype, mesh=mesh
+    )
     tok = load_tokenizer(name_or_path) if tokenizer else None
     return LoadedModel(model=model, tokenizer=tok, config=cfg, name=name_or_path)

@@ -8,6 +8,8 @@ is the same rule with the cache's own segment ids.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -16,9 +18,15 @@ from jaxcook.engine.sharding import constrain
 _MASKED = -1e30  # finite, so a fully masked row (a padding query) gives a uniform row, not NaN
 
 
-def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS) -> jnp.ndarray:
-    """Boolean mask [B, T, S]."""
+def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, window: int | None = None) -> jnp.ndarray:
+    """Boolean mask [B, T, S]; with `window`, only keys fewer than `window` slots back.
+
+    Slots are consecutive within a segment (packed rows, left-padded prompts and their
+    continuation alike), so a slot distance is a position distance.
+    """
     causal_TS = k_slot_S[None, :] <= q_slot_T[:, None]
+    if window is not None:
+        causal_TS = causal_TS & (k_slot_S[None, :] > q_slot_T[:, None] - window)
     same_BTS = q_seg_BT[:, :, None] == k_seg_BS[:, None, :]
     return causal_TS[None] & same_BTS & (k_seg_BS[:, None, :] != 0)
 
@@ -26,28 +34,30 @@ def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS) -> jnp.ndarray:
 QUERY_CHUNK = 512  # queries per block of the XLA path (scores held: [B, K, G, 512, S] f32)
 
 
-def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
+def gqa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None, sinks_H=None) -> jnp.ndarray:
     """Softmax attention with H query heads sharing K key/value heads; returns [B, T, H, D].
 
     On GPU, `jax.nn.dot_product_attention` (cuDNN flash attention for bf16/f16: no [T, S]
     scores in memory); elsewhere (CPU, and TPU for now) the XLA path `xla_attention`, in query
     blocks. Heads stay split over `tensor` on a mesh (each device attends with its own query
-    and kv heads).
+    and kv heads). `scale` defaults to D^-1/2; attention sinks (`sinks_H`, GPT-OSS) take the
+    XLA path everywhere.
     """
     q_BTHD = constrain(q_BTHD, ("batch", None, "heads", None))
     k_BSKD = constrain(k_BSKD, ("batch", None, "kv_heads", None))
     v_BSKD = constrain(v_BSKD, ("batch", None, "kv_heads", None))
-    if jax.default_backend() == "gpu" and q_BTHD.dtype in (jnp.bfloat16, jnp.float16):
-        out_BTHD = dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, implementation="cudnn")
+    gpu_kernel = jax.default_backend() == "gpu" and q_BTHD.dtype in (jnp.bfloat16, jnp.float16)
+    if gpu_kernel and sinks_H is None:
+        out_BTHD = dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, implementation="cudnn", scale=scale)
     else:
-        out_BTHD = xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS)
+        out_BTHD = xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, sinks_H)
     return constrain(out_BTHD, ("batch", None, "heads", None))
 
 
-def dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, *, implementation=None) -> jnp.ndarray:
+def dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, *, implementation=None, scale=None) -> jnp.ndarray:
     """`jax.nn.dot_product_attention` with our causal + segment mask (GQA handled by it)."""
     return jax.nn.dot_product_attention(
-        q_BTHD, k_BSKD, v_BSKD, mask=mask_BTS[:, None], implementation=implementation
+        q_BTHD, k_BSKD, v_BSKD, mask=mask_BTS[:, None], scale=scale, implementation=implementation
     )
 
 
@@ -61,8 +71,8 @@ def _query_chunk(T: int) -> int:
     return T
 
 
-@jax.checkpoint
-def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
+@partial(jax.checkpoint, static_argnums=(4,))
+def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None, sinks_H=None) -> jnp.ndarray:
     """The XLA softmax attention, `QUERY_CHUNK` queries at a time for long sequences.
 
     Rematerialised: the backward pass recomputes the [B, K, G, T, S] scores and probabilities
@@ -70,28 +80,39 @@ def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS) -> jnp.ndarray:
     `benchmarks/train_step.py`, 8 x 256, CPU, under `/usr/bin/time`): the same step time, max RSS
     6.0 -> 4.9 GB; the saving grows with T x S. Query blocks (each row's softmax is over all S
     keys, so the numbers are the same) bound the scores held at once to [B, K, G, 512, S]:
-    `benchmarks/memory_plan.py` shows what that saves at 4096 tokens.
+    `benchmarks/memory_plan.py` shows what that saves at 4096 tokens. `scale` defaults to D^-1/2.
+
+    `sinks_H` (GPT-OSS): one more logit per head in every softmax, attached to no value, so a
+    query can attend to "nothing": probs = exp(s) / (sum exp(s) + exp(sink)).
     """
     B, T, H, D = q_BTHD.shape
     C = _query_chunk(T)
     if C == T:
-        return _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS)
+        return _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, sinks_H)
     n = T // C
     q_nBCHD = q_BTHD.reshape(B, n, C, H, D).swapaxes(0, 1)
     mask_nBCS = mask_BTS.reshape(B, n, C, -1).swapaxes(0, 1)
     blocks = jax.lax.map(
-        jax.checkpoint(lambda qm: _attend(qm[0], k_BSKD, v_BSKD, qm[1])), (q_nBCHD, mask_nBCS)
+        jax.checkpoint(lambda qm: _attend(qm[0], k_BSKD, v_BSKD, qm[1], scale, sinks_H)),
+        (q_nBCHD, mask_nBCS),
     )
     return blocks.swapaxes(0, 1).reshape(B, T, H, D)
 
 
-def _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS):
+def _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, sinks_H):
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]
     q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D)  # query heads grouped by their kv head
     scores_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, k_BSKD, preferred_element_type=jnp.float32)
-    scores_BKGTS = scores_BKGTS * (D**-0.5)
+    scores_BKGTS = scores_BKGTS * (D**-0.5 if scale is None else scale)
     scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
-    probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
+    if sinks_H is None:
+        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BSKD.dtype)
+    else:
+        sink_KG11 = sinks_H.astype(jnp.float32).reshape(K, H // K, 1, 1)
+        top_BKGT1 = jnp.maximum(jnp.max(scores_BKGTS, axis=-1, keepdims=True), sink_KG11)
+        exp_BKGTS = jnp.exp(scores_BKGTS - top_BKGT1)
+        denom_BKGT1 = jnp.sum(exp_BKGTS, axis=-1, keepdims=True) + jnp.exp(sink_KG11 - top_BKGT1)
+        probs_BKGTS = (exp_BKGTS / denom_BKGT1).astype(v_BSKD.dtype)
     out_BTKGD = jnp.einsum("bkgts,bskd->btkgd", probs_BKGTS, v_BSKD)
     return out_BTKGD.reshape(B, T, H, D)

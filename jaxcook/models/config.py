@@ -1,8 +1,10 @@
-"""Model configuration for the dense decoder family, read from a Hugging Face `config.json`.
+"""Model configuration of the decoder families, read from a Hugging Face `config.json`.
 
 One config covers Llama 3.x (with Llama 3.1 rope scaling), Qwen2/2.5 (bias on q/k/v), Qwen3
-(RMSNorm on q and k) and SmolLM2 (Llama with tied embeddings). Both the transformers-4 layout
-(`rope_theta`, `rope_scaling`) and the transformers-5 layout (`rope_parameters`) are read.
+(RMSNorm on q and k) and SmolLM2 (Llama with tied embeddings), read here; Mistral, Qwen3-MoE
+and Gemma 3 are read by `jaxcook.models.families` (strictly: an unsupported field is an error
+naming it). Both the transformers-4 layout (`rope_theta`, `rope_scaling`) and the
+transformers-5 layout (`rope_parameters`) are read.
 """
 
 from __future__ import annotations
@@ -17,12 +19,45 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "llama": {"architecture": "LlamaForCausalLM", "qkv_bias": False, "qk_norm": False},
     "qwen2": {"architecture": "Qwen2ForCausalLM", "qkv_bias": True, "qk_norm": False},
     "qwen3": {"architecture": "Qwen3ForCausalLM", "qkv_bias": False, "qk_norm": True},
+    "mistral": {"architecture": "MistralForCausalLM", "qkv_bias": False, "qk_norm": False},
+    "qwen3_moe": {"architecture": "Qwen3MoeForCausalLM", "qkv_bias": False, "qk_norm": True},
+    "gemma3_text": {"architecture": "Gemma3ForCausalLM", "qkv_bias": False, "qk_norm": True},
+    "gpt_oss": {"architecture": "GptOssForCausalLM", "qkv_bias": True, "qk_norm": False},
 }
-ROPE_TYPES = ("default", "llama3", "linear")
+LAYER_TYPES = ("full_attention", "sliding_attention")
+ROPE_TYPES = ("default", "llama3", "linear", "yarn")
 
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoeConfig:
+    """A sparse MLP: `num_experts` experts of width `intermediate_size`, `top_k` per token.
+
+    `aux_loss_coef > 0` adds the router's load-balancing loss (Switch Transformer, as HF's
+    `load_balancing_loss_func`) times the coefficient to the gradient of every training step.
+    """
+
+    num_experts: int
+    top_k: int
+    intermediate_size: int
+    norm_topk_prob: bool = True
+    aux_loss_coef: float = 0.0
+    # "qwen3": softmax, then top-k; SwiGLU experts. "gpt_oss": top-k logits, then softmax;
+    # biased experts with GPT-OSS's clamped GLU (`swiglu_alpha`, `swiglu_limit`).
+    style: str = "qwen3"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+
+    def __post_init__(self):
+        if self.style not in ("qwen3", "gpt_oss"):
+            raise ConfigError(f"unsupported MoE style {self.style!r}")
+        if not 0 < self.top_k <= self.num_experts:
+            raise ConfigError(
+                f"num_experts_per_tok={self.top_k} must be in [1, num_experts={self.num_experts}]"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +80,17 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    hidden_act: str = "silu"  # or "gelu_pytorch_tanh" (Gemma)
+    sliding_window: int | None = None  # keys at most this many slots back (incl. itself)
+    layer_types: tuple[str, ...] | None = None  # per layer, from LAYER_TYPES; None: all full
+    local_rope_theta: float | None = None  # rope base of sliding layers (Gemma 3), else rope_theta
+    moe: MoeConfig | None = None
+    norm_offset: float = 0.0  # RMSNorm scales by (offset + weight): Gemma stores weight - 1
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
+    sandwich_norm: bool = False  # norms after attention and MLP too (Gemma)
+    query_pre_attn_scalar: float | None = None  # attention scale scalar^-1/2 instead of head_dim
+    o_bias: bool = False  # a bias on the attention output projection (GPT-OSS)
+    attn_sinks: bool = False  # a learned per-head logit every query also attends to (GPT-OSS)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys kept for export
 
     def __post_init__(self):
@@ -58,6 +104,22 @@ class ModelConfig:
         rope_type = (self.rope_scaling or {}).get("rope_type", "default")
         if rope_type not in ROPE_TYPES:
             raise ConfigError(f"unsupported rope_scaling.rope_type {rope_type!r}; supported: {ROPE_TYPES}")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_layers:
+                raise ConfigError(
+                    f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers"
+                )
+            bad = sorted(set(self.layer_types) - set(LAYER_TYPES))
+            if bad:
+                raise ConfigError(f"unsupported layer_types {bad}; supported: {LAYER_TYPES}")
+            if "sliding_attention" in self.layer_types and not self.sliding_window:
+                raise ConfigError("layer_types has sliding_attention layers but sliding_window is not set")
+
+    def sliding_layers(self) -> tuple[bool, ...]:
+        """Per layer: whether it attends over a sliding window."""
+        if self.layer_types is None:
+            return (self.sliding_window is not None,) * self.num_layers
+        return tuple(t == "sliding_attention" for t in self.layer_types)
 
     def __hash__(self):  # dict fields: hash a canonical JSON (configs are static jit arguments)
         return hash(json.dumps(asdict(self), sort_keys=True, default=str))
@@ -76,6 +138,10 @@ class ModelConfig:
             return hf[key]
 
         model_type = need("model_type")
+        from jaxcook.models import families
+
+        if model_type in families.READERS:
+            return cls(**families.READERS[model_type](hf, source))
         if model_type not in FAMILIES:
             raise ConfigError(
                 f"{source}: unsupported model_type {model_type!r}; supported: {sorted(FAMILIES)}"
@@ -169,11 +235,15 @@ class ModelConfig:
             "rope_scaling": dict(self.rope_scaling) if self.rope_scaling else None,
             "tie_word_embeddings": self.tie_word_embeddings,
             "max_position_embeddings": self.max_position_embeddings,
-            "hidden_act": "silu",
+            "hidden_act": self.hidden_act,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
         }
+        from jaxcook.models import families
+
+        if self.model_type in families.WRITERS:
+            hf.update(families.WRITERS[self.model_type](self))
         if self.model_type == "llama":
             hf["attention_bias"] = self.qkv_bias
             hf["mlp_bias"] = False
@@ -202,6 +272,7 @@ def _read_rope(hf: dict[str, Any], source: str) -> tuple[float, dict[str, Any] |
     required = {
         "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
         "linear": ("factor",),
+        "yarn": ("factor", "original_max_position_embeddings"),
     }[rope_type]
     for key in required:
         if key not in params:

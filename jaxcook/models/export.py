@@ -17,6 +17,7 @@ from safetensors.numpy import save_file
 
 from jaxcook.lora import iter_lora_linears
 from jaxcook.models.decoder import Decoder
+from jaxcook.models.expert_weights import to_hf_layout
 from jaxcook.models.params import export_tensors, hf_names
 
 
@@ -39,10 +40,10 @@ def merged_tensors(model: Decoder) -> tuple[dict[str, np.ndarray], bool]:
     tensors = {k: v.astype(np.float32) for k, v in export_tensors(model).items()}
     untied = False
     for modules, a, b, scale in _adapters(model):
-        a_stack = a if a.ndim == 3 else a[None]
-        b_stack = b if b.ndim == 3 else b[None]
+        a_stack = a if a.ndim >= 3 else a[None]  # [L, in, r], or [L, E, in, r] for experts
+        b_stack = b if b.ndim >= 3 else b[None]
         for module, a_l, b_l in zip(modules, a_stack, b_stack, strict=True):
-            delta = (a_l @ b_l * scale).T  # [out, in], HF orientation
+            delta = (a_l @ b_l * scale).T  # [out, in] HF orientation ([out, in, E] for experts)
             name = f"{module}.weight"
             if name not in tensors:  # tied head: start from the shared embedding
                 tensors[name] = tensors["model.embed_tokens.weight"].copy()
@@ -56,6 +57,7 @@ def save_hf(model: Decoder, out_dir: str | Path, *, tokenizer=None, dtype=np.flo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors, untied = merged_tensors(model)
+    tensors = to_hf_layout(model.config, tensors)
     hf_config = model.config.to_hf()
     if untied:
         hf_config["tie_word_embeddings"] = False
@@ -78,6 +80,11 @@ def save_peft(model: Decoder, out_dir: str | Path, *, base_model_name_or_path: s
     lora = model.lora
     if lora is None:
         raise ValueError("model has no LoRA adapters to export (it was built with lora=None)")
+    if model.config.moe is not None and lora.train_mlp:
+        raise ValueError(
+            "save_peft: adapters on MoE experts have no PEFT layout here; export merged weights "
+            "with save_hf, or train with lora.train_mlp=false"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors, targets = {}, set()

@@ -2,7 +2,8 @@
 
 Tensors are dequantised on access with `gguf.quants.dequantize`. llama.cpp stores the q and k
 projections of `llama`-architecture models with rows permuted for its interleaved RoPE; they
-are permuted back to the HF layout (`rotate_half` RoPE) here.
+are permuted back to the HF layout (`rotate_half` RoPE) here. Qwen3-MoE (`qwen3moe`) experts
+come stacked per layer (`blk.N.ffn_{gate,up,down}_exps`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ _BLOCK = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "ffn_gate_inp": "mlp.gate",  # the MoE router
 }
-_ARCH_TO_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+# Experts, stacked [E, out, in] (numpy order) in one tensor per layer: the virtual name the
+# parameter map reads for a `GroupedLinear` kernel (see `expert_weights.py`), which wants
+# [out, in, E]; `get` moves the expert axis last.
+_EXPERTS = {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"}
+_ARCH_TO_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe"}
 
 
 def _hf_name(gguf_name: str) -> str | None:
@@ -41,6 +47,8 @@ def _hf_name(gguf_name: str) -> str | None:
     parts = gguf_name.split(".")
     if len(parts) == 4 and parts[0] == "blk" and parts[2] in _BLOCK:
         return f"model.layers.{parts[1]}.{_BLOCK[parts[2]]}.{parts[3]}"
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _EXPERTS and parts[3] == "weight":
+        return f"model.layers.{parts[1]}.mlp.experts.{_EXPERTS[parts[2]]}.weight"
     return None
 
 
@@ -85,14 +93,20 @@ class GGUFSource:
     def names(self) -> list[str]:
         return list(self._tensors)
 
-    def shape(self, name: str) -> tuple[int, ...]:
+    def _stored_shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(x) for x in reversed(self._tensors[name].shape))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        shape = self._stored_shape(name)
+        return (*shape[1:], shape[0]) if ".mlp.experts." in name else shape
 
     def get(self, name: str) -> np.ndarray:
         from gguf.quants import dequantize
 
         t = self._tensors[name]
-        w = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(self.shape(name))
+        w = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(self._stored_shape(name))
+        if ".mlp.experts." in name:  # [E, out, in] -> [out, in, E]
+            return np.ascontiguousarray(np.moveaxis(w, 0, -1))
         if self.arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = self._field("llama.attention.head_count")
             if name.endswith("k_proj.weight"):
@@ -115,7 +129,7 @@ class GGUFSource:
             "model_type": _ARCH_TO_MODEL_TYPE[a],
             "vocab_size": vocab,
             "hidden_size": hidden,
-            "intermediate_size": int(self._field(f"{a}.feed_forward_length")),
+            "intermediate_size": int(self._field(f"{a}.feed_forward_length", 0)),
             "num_hidden_layers": int(self._field(f"{a}.block_count")),
             "num_attention_heads": heads,
             "num_key_value_heads": int(self._field(f"{a}.attention.head_count_kv", heads)),
@@ -128,6 +142,19 @@ class GGUFSource:
             "bos_token_id": token_id("bos_token_id"),
             "eos_token_id": token_id("eos_token_id"),
             "pad_token_id": token_id("padding_token_id"),
+            **self._moe_config(),
+        }
+
+    def _moe_config(self) -> dict[str, Any]:
+        a = self.arch
+        if a != "qwen3moe":
+            return {}
+        # llama.cpp always renormalises Qwen3-MoE's top-k weights (norm_topk_prob)
+        return {
+            "num_experts": int(self._field(f"{a}.expert_count")),
+            "num_experts_per_tok": int(self._field(f"{a}.expert_used_count")),
+            "moe_intermediate_size": int(self._field(f"{a}.expert_feed_forward_length")),
+            "norm_topk_prob": True,
         }
 
 

@@ -98,26 +98,43 @@ class Linear(nnx.Module):
 
 
 class RMSNorm(nnx.Module):
-    """`x / sqrt(mean(x^2) + eps) * scale`, computed in float32."""
+    """`x / sqrt(mean(x^2) + eps) * (offset + scale)`, computed in float32 (Gemma: offset 1)."""
 
-    def __init__(self, dim: int, *, eps: float, axis_name: str | None = "embed", param_dtype=jnp.float32):
-        self.scale = param(jnp.ones((dim,), param_dtype), (axis_name,))
-        self.eps = eps
+    def __init__(
+        self,
+        dim: int,
+        *,
+        eps: float,
+        axis_name: str | None = "embed",
+        offset: float = 0.0,
+        param_dtype=jnp.float32,
+    ):
+        self.scale = param(jnp.full((dim,), 1.0 - offset, param_dtype), (axis_name,))
+        self.eps, self.offset = eps, offset
 
     def __call__(self, x):
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (x32 * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        scale = self.scale[...].astype(jnp.float32)
+        return (x32 * (scale + self.offset if self.offset else scale)).astype(x.dtype)
 
 
 class Embed(nnx.Module):
-    def __init__(self, vocab: int, dim: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    """Token embedding; `scaled` multiplies the looked-up rows by sqrt(dim) (Gemma), not the
+    tied unembedding."""
+
+    def __init__(
+        self, vocab: int, dim: int, *, scaled: bool = False, param_dtype=jnp.float32, rngs: nnx.Rngs
+    ):
         init = jax.nn.initializers.normal(0.02)
         self.embedding = param(init(rngs.params(), (vocab, dim), param_dtype), ("vocab", "embed"))
+        self.scale = float(dim) ** 0.5 if scaled else None
         self.bf16_matmul = False  # static: the tied unembedding in bf16 (see `set_matmul_dtype`)
 
     def __call__(self, tokens):
-        return constrain_out(jnp.take(self.embedding[...], tokens, axis=0), None)
+        x = jnp.take(self.embedding[...], tokens, axis=0)
+        # Gemma rounds the scale to the embedding dtype before multiplying.
+        return constrain_out(x if self.scale is None else x * jnp.asarray(self.scale, x.dtype), None)
 
     def attend(self, x):
         """Tied unembedding: logits = x @ embedding.T (vocabulary-parallel like the table)."""

@@ -44,8 +44,6 @@ import jax.numpy as jnp
 
 from jaxcook.core.logprobs import chunked_target_logprobs
 from jaxcook.engine.sharding import activation_mesh, constrain
-from jaxcook.models.attention import attention_mask
-from jaxcook.models.rope import inverse_frequencies, rope_cos_sin
 from jaxcook.sampling.token_sampling import sample_tokens
 from jaxcook.sampling.weights import SamplerGraph, SamplerWeights
 
@@ -100,12 +98,11 @@ def forward(
     shell = graph.shell(weights)
     T, S = tokens_BT.shape[1], seg_k_BS.shape[1]
     x_BTD = shell.embed_tokens(tokens_BT).astype(shell.param_dtype)
-    inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-    cos, sin = rope_cos_sin(positions_BT, inv_freq)
-    mask_BTS = attention_mask(index + jnp.arange(T), jnp.arange(S), seg_q_BT, seg_k_BS)
+    # (cos, sin, mask) per attention kind (full / sliding window), as in `Decoder.__call__`
+    inputs = shell.attention_inputs(positions_BT, index + jnp.arange(T), jnp.arange(S), seg_q_BT, seg_k_BS)
     new_kv = []
     for i in range(cfg.num_layers):
-        x_BTD, kv_i = graph.block_at(weights, i)(x_BTD, cos, sin, mask_BTS, kv[i], index)
+        x_BTD, kv_i = graph.block_at(weights, i)(x_BTD, *shell.layer_inputs(inputs, i), kv[i], index)
         new_kv.append(kv_i)
     return shell, shell.norm(x_BTD), tuple(new_kv)
 

@@ -1,0 +1,116 @@
+"""Tiny random HF models of the families beyond the dense core (Mistral, Qwen3-MoE, Gemma 3),
+saved with transformers, plus padded and packed batches to compare logits on."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 128
+BASE = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
+QWEN3_MOE = dict(
+    head_dim=16,
+    moe_intermediate_size=32,
+    num_experts=8,
+    num_experts_per_tok=2,
+    norm_topk_prob=True,
+    tie_word_embeddings=False,
+)
+CASES = {
+    # a window shorter than the batch's sequences, so it matters
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=9, tie_word_embeddings=False)),
+    "mistral_full": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=None)),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", QWEN3_MOE),
+    "qwen3_moe_unnormed": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", {**QWEN3_MOE, "norm_topk_prob": False}),
+    "gpt_oss": (
+        "GptOssConfig",
+        "GptOssForCausalLM",
+        dict(
+            head_dim=16,
+            intermediate_size=32,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            sliding_window=9,
+            num_hidden_layers=3,
+            tie_word_embeddings=False,
+            max_position_embeddings=128,  # = factor x original context, as YaRN expects
+            # YaRN with an original context shorter than the batch, so the scaling matters
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 8.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "original_max_position_embeddings": 16,
+                "rope_theta": 150000.0,
+                "truncate": False,
+            },
+        ),
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(
+            head_dim=32,
+            query_pre_attn_scalar=24,
+            sliding_window=7,
+            num_hidden_layers=3,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        ),
+    ),
+}
+
+
+def save_random_hf(folder, case, seed=0, **overrides):
+    """Save a random `case` model to `folder`; return it (eval mode, float32)."""
+    config_cls, model_cls, extra = CASES[case]
+    config = getattr(transformers, config_cls)(**{**BASE, **extra, **overrides})
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_cls)(config).eval()
+    with torch.no_grad():  # random (not default) norm scales; a router sharp enough to matter
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+            if name.endswith(("mlp.gate.weight", "mlp.router.weight")):
+                p.normal_(0.0, 0.5)
+            if name.endswith(("bias", "sinks")):  # GPT-OSS: biases and sinks start at zero
+                p.copy_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(folder)
+    return model
+
+
+def padded_batch(seed=0):
+    """Tokens and attention mask [3, 40]: rows of 40, 23 and 7 real tokens, right-padded."""
+    rng = np.random.default_rng(seed)
+    tokens = np.zeros((3, 40), np.int64)
+    mask = np.zeros((3, 40), np.int64)
+    for i, n in enumerate([40, 23, 7]):
+        tokens[i, :n] = rng.integers(0, VOCAB, n)
+        mask[i, :n] = 1
+    return tokens, mask
+
+
+def hf_logits(model, tokens, mask):
+    with torch.no_grad():
+        return model(torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+def pack(tokens, mask, rows):
+    """`rows` of a padded batch packed into one row: (tokens, positions, segment ids) [1, T]."""
+    lengths = mask.sum(1)
+    toks = np.concatenate([tokens[r, : lengths[r]] for r in rows])[None]
+    pos = np.concatenate([np.arange(lengths[r]) for r in rows])[None]
+    seg = np.concatenate([np.full(lengths[r], i + 1) for i, r in enumerate(rows)])[None]
+    return toks, pos, seg
