@@ -99,7 +99,7 @@ def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None, 
     return blocks.swapaxes(0, 1).reshape(B, T, H, D)
 
 
-def _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, sinks_H):
+def _attend(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale=None, sinks_H=None):
     B, T, H, D = q_BTHD.shape
     K = k_BSKD.shape[2]
     q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D)  # query heads grouped by their kv head
