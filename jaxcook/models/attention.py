@@ -71,8 +71,12 @@ def _query_chunk(T: int) -> int:
     return T
 
 
-@partial(jax.checkpoint, static_argnums=(4,))
 def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale: float | None = None, sinks_H=None) -> jnp.ndarray:
+    return _xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, sinks_H)
+
+
+@partial(jax.checkpoint, static_argnums=(4,))  # every argument passed: static_argnums needs it
+def _xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, scale, sinks_H) -> jnp.ndarray:
     """The XLA softmax attention, `QUERY_CHUNK` queries at a time for long sequences.
 
     Rematerialised: the backward pass recomputes the [B, K, G, T, S] scores and probabilities
