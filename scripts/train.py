@@ -69,6 +69,7 @@ def _recipe_help(name: str, tiny: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from jaxcook.config import OverrideError, config_to_dict
+    from jaxcook.workflows.preemption import Preempted
     from recipes import RecipeError
 
     parser = _parser()
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_config(args.recipe, cfg)
     except (OverrideError, RecipeError) as e:
         parser.exit(2, f"train.py: error: {e}\n")
+    except Preempted as e:  # SIGTERM / SIGINT: the checkpoint is written, the logs flushed
+        print(f"{e} (checkpoint: {e.checkpoint})")
+        return 0
     print(f"log dir: {result.log_dir}")
     if result.final_checkpoint:
         print(f"final checkpoint: {result.final_checkpoint}")

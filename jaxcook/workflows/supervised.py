@@ -136,7 +136,7 @@ def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop
         in_flight.append((step, batch, fb, opt, t0))
         while len(in_flight) > 1:
             finish_oldest()
-        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0:
+        if run.should_save(step + 1):  # periodic, or a SIGTERM / SIGINT asked to stop
             while in_flight:  # log (and check) every step before saving its state
                 finish_oldest()
             run.maybe_save(step + 1, client, {**loop_state, "epoch": epoch, "batch": i + 1})

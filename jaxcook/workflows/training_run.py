@@ -4,12 +4,13 @@
     start_step, loop_state = run.resume(client)      # (0, {}) on a fresh log dir
     ...
     run.log(metrics, step)                           # raises TrainingError on a non-finite loss
-    run.maybe_save(step, client, loop_state)         # every `save_every` steps
+    run.maybe_save(step, client, loop_state)         # every `save_every` steps, or on SIGTERM
     run.finish(step, client, loop_state)             # final checkpoint, flush, close
 
 A checkpoint at step s holds the state after s optimizer steps and the loop state needed to
 take step s next; a rerun with the same log dir restores it, drops metrics rows >= s, and so
-never replays an applied batch.
+never replays an applied batch. While the run is open, SIGTERM / SIGINT make the next
+`maybe_save` write a checkpoint and raise `Preempted` (see `preemption.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from jaxcook.engine.checkpoint import Checkpointer
 from jaxcook.workflows.options import RunOptions
+from jaxcook.workflows.preemption import Preempted, Preemption, resume_line
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class TrainingRun:
         self.logger = None
         self.history: list[dict] = []
         self.last_saved: int | None = None
+        self.preemption = Preemption().install()
 
     def resume(self, client) -> tuple[int, dict]:
         """Restore the newest readable checkpoint into `client`; start logging at its step."""
@@ -93,10 +96,22 @@ class TrainingRun:
         self.last_saved = step
         return self.checkpointer.path(step)
 
-    def maybe_save(self, step: int, client, loop_state: dict) -> None:
+    def should_save(self, step: int) -> bool:
+        """Whether `maybe_save(step, ...)` will save: a periodic step, or a stop was requested."""
         every = self.options.save_every
-        if every and step > 0 and step % every == 0 and step != self.last_saved:
+        periodic = bool(every) and step > 0 and step % every == 0
+        return (periodic and step != self.last_saved) or self.preemption.requested(step)
+
+    def maybe_save(self, step: int, client, loop_state: dict) -> None:
+        """Save at periodic steps; after a SIGTERM / SIGINT save, flush and raise `Preempted`."""
+        if not self.should_save(step):
+            return
+        if step != self.last_saved:
             self.save(step, client, loop_state)
+        if self.preemption.requested(step):
+            self.checkpointer.wait()
+            log.warning(resume_line(step))
+            raise Preempted(step, str(self.checkpointer.path(step)), self.preemption.signal_name)
 
     def finish(self, step: int, client, loop_state: dict) -> Path:
         if self.last_saved == step and self.checkpointer.steps() and step in self.checkpointer.steps():
@@ -107,6 +122,7 @@ class TrainingRun:
         return path
 
     def close(self) -> None:
+        self.preemption.uninstall()
         self.checkpointer.close()
         if self.logger is not None:
             self.logger.close()
