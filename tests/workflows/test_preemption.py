@@ -123,3 +123,44 @@ def test_sigterm_saves_exits_0_and_the_rerun_equals_an_uninterrupted_run(tmp_pat
     assert steps_a[-1] == steps_b[-1] == 24
     for x, y in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "recipe, overrides",
+    [
+        ("sft", {}),
+        ("dpo", {}),
+        ("rl", {"max_steps": 5}),
+        ("rl", {"max_steps": 5, "mode": "async"}),
+        ("rl", {"max_steps": 5, "mode": "stream"}),
+    ],
+    ids=["sft", "dpo", "rl-sync", "rl-async", "rl-stream"],
+)
+def test_every_workflow_loop_stops_at_the_next_boundary_with_a_checkpoint(
+    recipe, overrides, tmp_path, monkeypatch
+):
+    """A SIGTERM sent (to this very process) as step 1 is logged: the loop finishes the step in flight
+    (step 1; SFT has step 2 in flight too) and saves the state after it, then stops."""
+    import jaxcook
+    from jaxcook.workflows.preemption import Preempted
+    from jaxcook.workflows.training_run import TrainingRun
+
+    log = TrainingRun.log
+
+    def log_then_signal(self, metrics, step):
+        log(self, metrics, step)
+        if step == 1 and self.preemption.signal_name is None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(TrainingRun, "log", log_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    log_dir = tmp_path / recipe
+    options = {"run.log_dir": str(log_dir), "run.save_every": 0, "max_steps": 4, **overrides}
+    with pytest.raises(Preempted) as stop:
+        jaxcook.run(recipe, tiny=True, **options)
+    n = stop.value.step
+    assert n == (3 if recipe == "sft" else 2) and stop.value.signal_name == "SIGTERM"
+    assert sorted(p.name for p in (log_dir / "checkpoints").iterdir()) == [str(n)]
+    assert signal.getsignal(signal.SIGTERM) is before, "the run put the previous handler back"
+    rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == n - 1 and resume_line(n) in (log_dir / "logs.log").read_text()
