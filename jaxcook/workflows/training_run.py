@@ -76,7 +76,10 @@ class TrainingRun:
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Log one step's metrics; a non-finite watched metric stops the run with a clear error."""
         self.logger.log_metrics(metrics, step)
-        self.history.append({"step": step, **metrics})
+        if self.history and self.history[-1]["step"] == step:  # one row per step, as in metrics.jsonl
+            self.history[-1].update(metrics)
+        else:
+            self.history.append({"step": step, **metrics})
         bad = [k for k in self.watched if k in metrics and not math.isfinite(metrics[k])]
         if bad:
             good = self.checkpointer.path(self.last_saved) if self.last_saved is not None else "none"
@@ -114,6 +117,12 @@ class TrainingRun:
             raise Preempted(step, str(self.checkpointer.path(step)), self.preemption.signal_name)
 
     def finish(self, step: int, client, loop_state: dict) -> Path:
+        from jaxcook.data.accounting import total_metrics
+        from jaxcook.logging import read_metrics
+
+        totals = total_metrics(read_metrics(self.log_dir))  # truncated / skipped over every resume
+        if totals:
+            self.log(totals, step)
         if self.last_saved == step and self.checkpointer.steps() and step in self.checkpointer.steps():
             path = self.checkpointer.path(step)  # the final state is already saved (e.g. a rerun)
         else:
