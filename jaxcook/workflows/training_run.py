@@ -20,9 +20,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxcook.engine.checkpoint import Checkpointer
 from jaxcook.workflows.options import RunOptions
 from jaxcook.workflows.preemption import Preempted, Preemption, resume_line
+from jaxcook.workflows.run_storage import open_run_storage
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,11 @@ class TrainingError(RuntimeError):
 
 class TrainingRun:
     def __init__(self, options: RunOptions, config: Any, *, watched: tuple[str, ...] = ("train/loss",)):
-        from jaxcook.logging import check_log_dir
-
         self.options = options
         self.config = config
-        self.log_dir = Path(options.log_dir).expanduser().absolute()
-        check_log_dir(self.log_dir, options.if_log_dir_exists)
-        self.checkpointer = Checkpointer(self.log_dir / "checkpoints", keep=options.keep_checkpoints)
+        self.storage = open_run_storage(options)  # a local dir, or a staged copy of an s3:// / gs:// one
+        self.log_dir = self.storage.log_dir
+        self.checkpointer = self.storage.checkpointer
         self.watched = watched
         self.logger = None
         self.history: list[dict] = []
@@ -76,6 +74,7 @@ class TrainingRun:
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Log one step's metrics; a non-finite watched metric stops the run with a clear error."""
         self.logger.log_metrics(metrics, step)
+        self.storage.sync()  # remote log dir: push the new rows (throttled)
         if self.history and self.history[-1]["step"] == step:  # one row per step, as in metrics.jsonl
             self.history[-1].update(metrics)
         else:
@@ -136,6 +135,7 @@ class TrainingRun:
         if self.logger is not None:
             self.logger.close()
             self.logger = None
+        self.storage.close()
 
 
 def _jsonable(config: Any) -> Any:
