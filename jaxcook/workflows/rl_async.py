@@ -19,7 +19,10 @@ uninterrupted async runs already differ. A resumed run restarts sampling from th
 weights at the restored step: the rollouts in flight when it stopped (up to
 `groups_per_batch * (max_steps_off_policy + 1)` groups) are lost and sampled again from the
 restored snapshot, so the first `max_steps_off_policy` steps after a resume are more on-policy
-than they would have been. `sync` and `stream` modes resume exactly.
+than they would have been. `sync` and `stream` modes resume exactly. Measured with
+`python -m benchmarks.async_resume` (tiny model, 12 steps, resumed at 6, on a loaded 2-core
+CPU): the groups trained differ from an uninterrupted run's in 2 of 12 steps, where a second
+uninterrupted run already differs in 1 of 12; `--mode sync`: 0 of 12.
 """
 
 from __future__ import annotations
