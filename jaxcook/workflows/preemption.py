@@ -14,6 +14,9 @@ made together: at each step boundary every process calls `Preemption.requested(s
 for `jax.process_count() > 1` all-gathers the local flags (`multihost_utils.process_allgather`)
 and stops every process when any one was signalled. The loops call it once per step in every
 process, in the same order, so the collectives match. Single-process runs skip the collective.
+(Tested with two JAX processes on one CPU host, gloo collectives; on CPU a multi-process run
+needs `jax_cpu_collectives_implementation="gloo"`, set by whoever calls
+`jax.distributed.initialize`.)
 
 Handlers are installed only from the main thread (Python delivers signals there) and the
 previous handlers are put back when the run closes, so a notebook's Ctrl-C behaves as before

@@ -164,3 +164,57 @@ def test_every_workflow_loop_stops_at_the_next_boundary_with_a_checkpoint(
     assert signal.getsignal(signal.SIGTERM) is before, "the run put the previous handler back"
     rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == n - 1 and resume_line(n) in (log_dir / "logs.log").read_text()
+
+
+MULTIHOST = """
+import sys, time
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2, process_id=int(sys.argv[1]))
+from jaxcook.workflows.preemption import Preemption
+p = Preemption().install()
+for step in range(100000):
+    if step == 5:
+        print("running", flush=True)
+    time.sleep(0.01)
+    if p.requested(step):  # a collective: both processes ask at every step
+        print(f"stop {step} {p.signal_name}", flush=True)
+        break
+"""
+
+
+def test_two_processes_stop_at_the_same_step_when_only_one_is_signalled():
+    """Two real JAX processes (CPU, gloo collectives): SIGTERM to process 0 stops both at one step."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTIHOST, str(i), address],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        while procs[0].stdout.readline().strip() != "running":  # gloo prints its own lines first
+            assert procs[0].poll() is None, "process 0 ended before its loop"
+        time.sleep(0.2)
+        procs[0].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0]
+    stops = [
+        [line.split(" ", 2)[1:] for line in out.splitlines() if line.startswith("stop ")] for out in outs
+    ]
+    assert stops[0] == [[stops[1][0][0], "SIGTERM"]], outs
+    assert stops[1] == [[stops[0][0][0], "a signal to another process"]], outs
+    assert int(stops[0][0][0]) > 5
