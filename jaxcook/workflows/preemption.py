@@ -6,7 +6,8 @@ sets a flag: the loop finishes the step in flight, `TrainingRun.maybe_save` sees
 next step boundary, writes a checkpoint, flushes the logs and raises `Preempted`, which
 `scripts/train.py` turns into exit status 0 and the line "preempted at step N; rerun the same
 command to resume". A second signal exits at once (status 128 + signal number), for a run
-that must die now.
+that must die now; in a notebook a second SIGINT (interrupt) raises `KeyboardInterrupt`
+instead, so the kernel survives.
 
 Multi-host: every process must save the same step (an Orbax save is a collective). A signal
 may reach some processes only, or reach them between different steps, so the decision is
@@ -80,6 +81,8 @@ class Preemption:
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if self.signal_name is not None:
+            if signum == signal.SIGINT and "ipykernel" in sys.modules:
+                raise KeyboardInterrupt  # a notebook's second interrupt stops the cell, not the kernel
             # stderr directly: a logging handler may hold the lock the interrupted code was using
             sys.stderr.write(f"\n{name} again: exiting now without a checkpoint\n")
             sys.stderr.flush()

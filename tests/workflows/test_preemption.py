@@ -218,3 +218,18 @@ def test_two_processes_stop_at_the_same_step_when_only_one_is_signalled():
     assert stops[0] == [[stops[1][0][0], "SIGTERM"]], outs
     assert stops[1] == [[stops[0][0][0], "a signal to another process"]], outs
     assert int(stops[0][0][0]) > 5
+
+
+def test_in_a_notebook_a_second_interrupt_raises_keyboard_interrupt(monkeypatch):
+    exits = []
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # any module: "running under a kernel"
+    p = Preemption(exit_now=exits.append).install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert p.signal_name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode boundary
+        assert exits == []
+    finally:
+        p.uninstall()
