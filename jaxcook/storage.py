@@ -51,11 +51,15 @@ def local_path(path: str | os.PathLike) -> Path:
 
 
 def staging_dir(url: str) -> Path:
-    """The local folder a remote log dir is staged in (`$JAXCOOK_CACHE/staging/<hash>`)."""
+    """The local folder a remote log dir is staged in: `$JAXCOOK_STAGING/<hash of the URL>`
+    (default `$JAXCOOK_CACHE/staging`). Put it on a local disk with room for two checkpoints."""
     from jaxcook.assets import cache_dir
 
+    root = (
+        Path(os.environ["JAXCOOK_STAGING"]) if os.environ.get("JAXCOOK_STAGING") else cache_dir() / "staging"
+    )
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-    return cache_dir() / "staging" / digest
+    return Path(root) / digest
 
 
 class RemoteDir:

@@ -10,9 +10,10 @@ from tests.storage.s3_server import S3Server
 
 
 @pytest.fixture
-def s3(monkeypatch):
+def s3(monkeypatch, tmp_path):
     import s3fs
 
+    monkeypatch.setenv("JAXCOOK_STAGING", str(tmp_path / "staging"))  # runs (and subprocesses) stage here
     server = S3Server().start()
     for key, value in server.env.items():
         monkeypatch.setenv(key, value)

@@ -1,8 +1,9 @@
 """A real S3-protocol server for tests: moto's S3 app on 127.0.0.1 (a free port), in a thread.
 
 Self-contained: needs only the `moto[server]` package, no network, no credentials. `hold` makes
-every PUT whose path contains it wait (until `release` is set), so a test can kill a client in
-the middle of an upload at a chosen object.
+the PUTs whose path contains it wait (until `release` is set), after letting the first
+`hold_after` of them through, so a test can kill a client in the middle of an upload with some
+of its objects stored.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class S3Server:
 
         self._app = DomainDispatcherApplication(create_backend_app)
         self.hold: str | None = None
+        self.hold_after = 0
+        self._matched = 0
         self.held = threading.Event()  # a PUT matching `hold` arrived and is waiting
         self.release = threading.Event()
         self._server = make_server(
@@ -32,8 +35,10 @@ class S3Server:
 
     def _gate(self, environ, start_response):
         if self.hold and environ["REQUEST_METHOD"] == "PUT" and self.hold in environ.get("PATH_INFO", ""):
-            self.held.set()
-            self.release.wait(300)
+            self._matched += 1
+            if self._matched > self.hold_after:
+                self.held.set()
+                self.release.wait(300)
         return self._app(environ, start_response)
 
     @property

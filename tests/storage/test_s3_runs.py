@@ -41,43 +41,39 @@ def test_a_run_saves_to_s3_and_a_rerun_resumes_from_it(s3, tmp_path, caplog):
     import jaxcook
 
     url = f"s3://{s3.bucket}/sft"
-    try:
-        first = jaxcook.run("sft", tiny=True, **{"run.log_dir": url, "run.save_every": 2})
-        assert first.final_checkpoint == f"{url}/checkpoints/4"
-        assert committed(s3, "sft") == [2, 4]
-        keys = s3.keys(s3.bucket, "sft/")
-        assert {"sft/metrics.jsonl", "sft/config.json", "sft/logs.log"} <= set(keys)
-        assert any(k.startswith("sft/checkpoints/4/state/") for k in keys)
-        rows = remote_metrics(s3, "sft")
-        assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
-        assert {r["step"] for r in rows if "train/loss" in r} == {0, 1, 2, 3}
+    first = jaxcook.run("sft", tiny=True, **{"run.log_dir": url, "run.save_every": 2})
+    assert first.final_checkpoint == f"{url}/checkpoints/4"
+    assert committed(s3, "sft") == [2, 4]
+    keys = s3.keys(s3.bucket, "sft/")
+    assert {"sft/metrics.jsonl", "sft/config.json", "sft/logs.log"} <= set(keys)
+    assert any(k.startswith("sft/checkpoints/4/state/") for k in keys)
+    rows = remote_metrics(s3, "sft")
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+    assert {r["step"] for r in rows if "train/loss" in r} == {0, 1, 2, 3}
+    assert first.log_dir == str(staging_dir(url)) and str(tmp_path) in first.log_dir  # the local copy
 
-        # More steps in the same log dir: it resumes from s3://.../checkpoints/4, trains 4 and 5.
-        second = jaxcook.run("sft", tiny=True, **{"run.log_dir": url, "run.save_every": 2, "max_steps": 6})
-        assert second.final_checkpoint == f"{url}/checkpoints/6"
-        assert [r["step"] for r in second.metrics if "train/loss" in r] == [4, 5]
-        rows = remote_metrics(s3, "sft")
-        assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
-        assert {r["step"] for r in rows if "train/loss" in r} == set(range(6))
-        assert committed(s3, "sft") == [2, 4, 6]
-        log_text = s3.client().get_object(Bucket=s3.bucket, Key="sft/logs.log")["Body"].read().decode()
-        assert f"resumed from {url}/checkpoints/4 (step 4)" in log_text
+    # More steps in the same log dir: it resumes from s3://.../checkpoints/4, trains 4 and 5.
+    second = jaxcook.run("sft", tiny=True, **{"run.log_dir": url, "run.save_every": 2, "max_steps": 6})
+    assert second.final_checkpoint == f"{url}/checkpoints/6"
+    assert [r["step"] for r in second.metrics if "train/loss" in r] == [4, 5]
+    rows = remote_metrics(s3, "sft")
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+    assert {r["step"] for r in rows if "train/loss" in r} == set(range(6))
+    assert committed(s3, "sft") == [2, 4, 6]
+    log_text = s3.client().get_object(Bucket=s3.bucket, Key="sft/logs.log")["Body"].read().decode()
+    assert f"resumed from {url}/checkpoints/4 (step 4)" in log_text
 
-        # A committed step that lost an object (bucket lifecycle, a bad copy): it does not match its
-        # commit marker, so the rerun falls back to the previous step.
-        lost = next(k for k in s3.keys(s3.bucket, "sft/checkpoints/6/state/") if not k.endswith("/"))
-        s3.client().delete_object(Bucket=s3.bucket, Key=lost)
-        third = jaxcook.run("sft", tiny=True, **{"run.log_dir": url, "run.save_every": 2, "max_steps": 7})
-        assert [r["step"] for r in third.metrics if "train/loss" in r] == [4, 5, 6]
-        # (restore runs before the run's log file is open: the warning is on stderr)
-        assert "checkpoints/6 is unreadable" in caplog.text
-        assert "does not match its commit marker" in caplog.text
-        rows = remote_metrics(s3, "sft")
-        assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
-    finally:
-        import shutil
-
-        shutil.rmtree(staging_dir(url), ignore_errors=True)
+    # A committed step that lost an object (bucket lifecycle, a bad copy): it does not match its
+    # commit marker, so the rerun falls back to the previous step.
+    lost = next(k for k in s3.keys(s3.bucket, "sft/checkpoints/6/state/") if not k.endswith("/"))
+    s3.client().delete_object(Bucket=s3.bucket, Key=lost)
+    third = jaxcook.run("sft", tiny=True, **{"run.log_dir": url, "run.save_every": 2, "max_steps": 7})
+    assert [r["step"] for r in third.metrics if "train/loss" in r] == [4, 5, 6]
+    # (restore runs before the run's log file is open: the warning is on stderr)
+    assert "checkpoints/6 is unreadable" in caplog.text
+    assert "does not match its commit marker" in caplog.text
+    rows = remote_metrics(s3, "sft")
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
 
 
 def test_if_log_dir_exists_raise_and_delete_apply_to_a_bucket(s3):
@@ -130,7 +126,7 @@ def test_sigkill_mid_upload_then_rerun_resumes_from_the_last_complete_checkpoint
     straight = tmp_path / "straight"
     subprocess.run(command(straight), check=True, env=env, capture_output=True)
 
-    s3.hold = "/killed/checkpoints/6/"  # the second checkpoint's upload stops at its first file
+    s3.hold, s3.hold_after = "/killed/checkpoints/6/", 1  # checkpoint 6: one file stored, then stuck
     proc = subprocess.Popen(command(url), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert s3.held.wait(300), "the run never uploaded checkpoint 6"
