@@ -137,12 +137,17 @@ def _main(parser: argparse.ArgumentParser, args) -> int:
         print(_recipe_help(args.recipe, args.tiny) if args.recipe else _recipes_help(parser))
         return 0
     from jaxcook.runner import make_config, run_config
+    from jaxcook.workflows.preemption import Preempted
 
     cfg = make_config(args.recipe, tiny=args.tiny, overrides=args.overrides)
     if args.dry_run:
         print(json.dumps(config_to_dict(cfg), indent=2))
         return 0
-    result = run_config(args.recipe, cfg)
+    try:
+        result = run_config(args.recipe, cfg)
+    except Preempted as e:  # SIGTERM / SIGINT: the checkpoint is written, the logs flushed
+        print(f"{e} (checkpoint: {e.checkpoint})")
+        return 0
     print(f"log dir: {result.log_dir}")
     if result.final_checkpoint:
         print(f"final checkpoint: {result.final_checkpoint}")

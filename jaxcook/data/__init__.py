@@ -36,6 +36,7 @@ from jaxcook.data.errors import (
     DataFormatError,
     DataSourceError,
     ExampleTooLongError,
+    TruncatedAwayError,
     UntrainableExampleError,
 )
 from jaxcook.data.messages import KNOWN_ROLES, parse_conversation, parse_record
@@ -68,6 +69,7 @@ __all__ = [
     "SupervisedDataset",
     "TinkerConversationsBuilder",
     "Tulu3Builder",
+    "TruncatedAwayError",
     "UntrainableExampleError",
     "compute_bpb",
     "compute_mean_nll",

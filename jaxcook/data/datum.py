@@ -11,14 +11,20 @@ model should learn to write). A datum is the shifted pair, `input = seq[:-1]`,
   example's weights by their sum: each example then adds its token-mean NLL to the batch loss,
   whatever its length. `reduction="none"` keeps the 0/1 weights (a token-sum).
 - An example in which no target would be trained (no assistant turn under an assistant-only
-  `TrainOnWhat`, or every trained token cut off by truncation) is an `UntrainableExampleError`.
+  `TrainOnWhat`, or every trained token cut off by truncation) is an `UntrainableExampleError`
+  (`TruncatedAwayError` for the second).
 
 `DatumConverter` applies these rules to a stream of records under the user's policies (raise,
-or skip and count) and keeps the counts for the workflow to log.
+or skip and count) and keeps the counts for the workflow to log (per step, see
+`jaxcook.data.accounting`). Whatever the policy, an example that truncation leaves without a
+trained token is skipped and counted, never trained on nor fatal: it is the data's length, not
+its format, that is at fault. The first few examples of each kind are logged with their
+`where` (file:line, dataset row), so a silent loss of trained tokens shows in `logs.log`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +32,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from jaxcook.data.errors import DataFormatError, ExampleTooLongError, UntrainableExampleError
+from jaxcook.data.errors import (
+    DataFormatError,
+    ExampleTooLongError,
+    TruncatedAwayError,
+    UntrainableExampleError,
+)
 from jaxcook.data.messages import parse_conversation
 from jaxcook.renderers import Message, Renderer, RendererError, TrainOnWhat
 from jaxcook.types import Datum, ModelInput, datum_from_tokens_weights
+
+log = logging.getLogger(__name__)
 
 Reduction = Literal["mean", "none"]
 TooLong = Literal["truncate", "drop"]
@@ -57,9 +70,13 @@ def datum_from_model_input_weights(
     if len(tokens) < 2:
         raise UntrainableExampleError(f"{where}: {len(tokens)} token(s); a datum needs at least 2")
     total = float(weights_T[1:].sum())
+    if not total > 0 and truncated:
+        raise TruncatedAwayError(
+            f"{where}: no target token has a positive weight after right-truncation to "
+            f"max_length={max_length}"
+        )
     if not total > 0:
-        cut = f" after right-truncation to max_length={max_length}" if truncated else ""
-        raise UntrainableExampleError(f"{where}: no target token has a positive weight{cut}")
+        raise UntrainableExampleError(f"{where}: no target token has a positive weight")
     if reduction == "mean":
         weights_T = np.concatenate([weights_T[:1], weights_T[1:] / np.float32(total)])
     return datum_from_tokens_weights(tokens, weights_T)
@@ -158,13 +175,18 @@ class DatumPolicy:
 class DatumConverter:
     """Records `(where, raw messages)` -> datums under a `DatumPolicy`, counting what it changed.
 
-    `counts` (keys `data/...`): `truncated`, `dropped_too_long`, `skipped_untrainable`,
-    `skipped_bad_record`, and `datums` produced.
+    `counts` (keys `data/...`): `truncated` (kept, cut on the right), `truncated_trained_tokens`
+    (trained tokens those cuts removed), `skipped_untrainable` (of which `skipped_truncated_away`:
+    truncation removed every trained token), `dropped_too_long`, `skipped_bad_record`, and
+    `datums` produced. `examples[kind]` holds the `where` of the first `log_first` of each kind,
+    each also logged as a warning.
     """
 
-    def __init__(self, renderer: Renderer, policy: DatumPolicy):
+    def __init__(self, renderer: Renderer, policy: DatumPolicy, *, log_first: int = 5):
         self.renderer, self.policy = renderer, policy
         self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.log_first = log_first
 
     def __call__(self, where: str, raw_messages: Any) -> Datum | None:
         p = self.policy
@@ -172,23 +194,45 @@ class DatumConverter:
             messages = parse_conversation(raw_messages, where)
             model_input, weights_T = render_supervised(messages, self.renderer, p.train_on_what, where=where)
             datum = _to_datum(model_input, weights_T, p.max_length, p.reduction, p.too_long, where)
-        except DataFormatError:
+        except DataFormatError as e:
             if p.on_bad_record == "raise":
                 raise
-            self.counts["data/skipped_bad_record"] += 1
+            self._note("skipped_bad_record", where, str(e))
             return None
-        except UntrainableExampleError:
+        except TruncatedAwayError as e:
+            cut = int(np.count_nonzero(weights_T[p.max_length :]))
+            self.counts["data/truncated_trained_tokens"] += cut
+            self.counts["data/skipped_untrainable"] += 1
+            self._note("skipped_truncated_away", where, f"{e}; skipped ({cut} trained tokens were cut)")
+            return None
+        except UntrainableExampleError as e:
             if p.on_untrainable == "raise":
                 raise
-            self.counts["data/skipped_untrainable"] += 1
+            self._note("skipped_untrainable", where, str(e))
             return None
-        except ExampleTooLongError:
-            self.counts["data/dropped_too_long"] += 1
+        except ExampleTooLongError as e:
+            self._note("dropped_too_long", where, str(e))
             return None
         if p.max_length is not None and model_input.length > p.max_length:
-            self.counts["data/truncated"] += 1
+            cut = int(np.count_nonzero(weights_T[p.max_length :]))
+            kept = int(np.count_nonzero(weights_T[1 : p.max_length]))
+            self.counts["data/truncated_trained_tokens"] += cut
+            self._note(
+                "truncated",
+                where,
+                f"{where}: {model_input.length} tokens cut to max_length={p.max_length} "
+                f"({cut} of {cut + kept} trained tokens cut)",
+            )
         self.counts["data/datums"] += 1
         return datum
+
+    def _note(self, kind: str, where: str, message: str) -> None:
+        self.counts[f"data/{kind}"] += 1
+        seen = self.examples.setdefault(kind, [])
+        if len(seen) < self.log_first:
+            seen.append(where)
+            more = f" (further ones are only counted, in data/{kind})" if len(seen) == self.log_first else ""
+            log.warning("data %s: %s%s", kind.replace("_", " "), message, more)
 
     def convert_all(self, rows: Sequence[tuple[str, Any]]) -> list[Datum]:
         return [d for d in (self(where, raw) for where, raw in rows) if d is not None]

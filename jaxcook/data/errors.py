@@ -15,6 +15,10 @@ class UntrainableExampleError(DataError):
     """An example in which no token would be trained (e.g. no assistant turn to learn)."""
 
 
+class TruncatedAwayError(UntrainableExampleError):
+    """An example whose every trained token lies beyond `max_length`: right-truncation left nothing."""
+
+
 class ExampleTooLongError(DataError):
     """An example longer than `max_length`, when the user asked to drop such examples."""
 

@@ -13,7 +13,7 @@ from jaxcook.types import AdamParams
 class RunOptions:
     """Where a run logs and how it checkpoints."""
 
-    log_dir: str = "runs/default"
+    log_dir: str = "runs/default"  # a folder, or s3://bucket/run, gs://bucket/run (jaxcook/storage.py)
     if_log_dir_exists: Literal["resume", "delete", "raise"] = "resume"
     save_every: int = 20  # steps; 0 = only the final checkpoint
     keep_checkpoints: int = 3

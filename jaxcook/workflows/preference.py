@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxcook.data.accounting import batch_with_counts
 from jaxcook.run_result import RunResult
 from jaxcook.types import Datum, ModelInput
 from jaxcook.workflows.common import ModelOptions, make_setup
@@ -136,9 +137,9 @@ def _loop(cfg, run, client, train_data, reference, evaluator, start, total, n_ba
             train_data.set_epoch(epoch)
             epoch_set = epoch
         t0 = time.perf_counter()
-        batch = train_data.get_batch(i)
+        batch, data_metrics = batch_with_counts(train_data, i)  # + what truncation/skips did to it
         if not batch:  # every pair of this batch was skipped (ties, bad rows): nothing to learn
-            run.log({"progress/skipped_batches": 1.0}, step)
+            run.log({"progress/skipped_batches": 1.0, **data_metrics}, step)
             continue
         check_pairs(batch)
         batch = with_reference(reference, batch)
@@ -155,6 +156,7 @@ def _loop(cfg, run, client, train_data, reference, evaluator, start, total, n_ba
                 "tokens/num_tokens": tokens,
                 "time/step_s": time.perf_counter() - t0,
                 **optim_metrics,
+                **data_metrics,
             }
         )
         run.log(metrics, step)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcook.data.accounting import batch_with_counts
 from jaxcook.data.metrics import compute_mean_nll
 from jaxcook.logging import logtree, trace
 from jaxcook.run_result import RunResult
@@ -111,7 +112,10 @@ def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop
     epoch_set = None
 
     def finish_oldest():
-        step, batch, fb, opt, t0 = in_flight.popleft()
+        step, batch, data_metrics, fb, opt, t0 = in_flight.popleft()
+        if not batch:  # the data policy skipped every example of this batch: no step taken
+            run.log({"progress/skipped_batches": 1.0, **data_metrics}, step)
+            return
         out, optim_metrics = fb.result(), opt.result()
         logprobs = [o["logprobs"] for o in out.loss_fn_outputs]
         weights = [d.loss_fn_inputs["weights"] for d in batch]
@@ -128,6 +132,7 @@ def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop
             "tokens/num_loss_tokens": int(sum(np.count_nonzero(w) for w in weights)),
             "time/step_s": elapsed,
             **optim_metrics,
+            **data_metrics,
         }
         run.log(metrics, step)
         progress.update(step + 1, loss=metrics["train/nll"], tokens=tokens)
@@ -141,14 +146,14 @@ def _loop(cfg, run, client, train_data, evaluator, start, total, n_batches, loop
         if epoch != epoch_set:
             train_data.set_epoch(epoch)
             epoch_set = epoch
-        batch = train_data.get_batch(i)
+        batch, data_metrics = batch_with_counts(train_data, i)  # + what truncation/skips did to it
         t0 = time.perf_counter()
-        fb = client.forward_backward(batch, "cross_entropy")
-        opt = client.optim_step(cfg.optim.adam_params(step, total))
-        in_flight.append((step, batch, fb, opt, t0))
+        fb = client.forward_backward(batch, "cross_entropy") if batch else None
+        opt = client.optim_step(cfg.optim.adam_params(step, total)) if batch else None
+        in_flight.append((step, batch, data_metrics, fb, opt, t0))
         while len(in_flight) > 1:
             finish_oldest()
-        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0:
+        if run.should_save(step + 1):  # periodic, or a SIGTERM / SIGINT asked to stop
             while in_flight:  # log (and check) every step before saving its state
                 finish_oldest()
             run.maybe_save(step + 1, client, {**loop_state, "epoch": epoch, "batch": i + 1})

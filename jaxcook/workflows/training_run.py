@@ -4,7 +4,7 @@
     start_step, loop_state = run.resume(client)      # (0, {}) on a fresh log dir
     ...
     run.log(metrics, step)                           # raises TrainingError on a non-finite loss
-    run.maybe_save(step, client, loop_state)         # every `save_every` steps
+    run.maybe_save(step, client, loop_state)         # every `save_every` steps, or on SIGTERM
     run.finish(step, client, loop_state)             # final checkpoint, flush, close
 
 Checkpoints go through the port, as tinker-cookbook records them: `client.save_state(name)`
@@ -15,6 +15,11 @@ needed to take step s next; a rerun with the same log dir loads the newest one t
 (`load_state_with_optimizer`; an unreadable one is skipped with a warning), drops metrics rows
 >= s, and so never replays an applied batch. Only the newest `keep_checkpoints` local folders
 are kept.
+
+While the run is open, SIGTERM / SIGINT make the next `maybe_save` write a checkpoint and raise
+`Preempted` (see `preemption.py`). A remote log dir (`s3://`, `gs://`) is written in a local
+staging copy (`run_storage.py`): each checkpoint the backend saved there is uploaded and
+committed (`jaxcook.remote_checkpoints`), and a resume fetches the newest committed one.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from jaxcook.workflows.options import RunOptions
+from jaxcook.workflows.preemption import Preempted, Preemption, resume_line
+from jaxcook.workflows.run_storage import open_run_storage
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +80,11 @@ def final_checkpoint(log_dir: str | Path) -> dict | None:
 
 class TrainingRun:
     def __init__(self, options: RunOptions, config: Any, *, watched: tuple[str, ...] = ("train/loss",)):
-        from jaxcook.logging import check_log_dir
-
         self.options = options
         self.config = config
-        self.log_dir = Path(options.log_dir).expanduser().absolute()
-        check_log_dir(self.log_dir, options.if_log_dir_exists)
+        self.storage = open_run_storage(options)  # a local dir, or a staged copy of an s3:// / gs:// one
+        self.log_dir = self.storage.log_dir
+        self.remote = self.storage.checkpoints  # None for a local log dir
         self.checkpoint_dir = self.log_dir / "checkpoints"
         self.watched = watched
         self.logger = None
@@ -88,10 +94,22 @@ class TrainingRun:
         self._saved: dict[int, str] = {r["step"]: r["state_path"] for r in read_records(self.log_dir)}
         self._pending: list = []  # save futures not yet recorded
         self._lock = threading.Lock()
+        self.preemption = Preemption().install()
 
     def checkpoint_path(self, step: int) -> str:
-        """Where the checkpoint of `step` is (or goes, on the local backend)."""
+        """Where the checkpoint of `step` is (or goes, on the local backend; its URL when remote)."""
+        if self.remote is not None:
+            return self.remote.url(step)
         return self._saved.get(step, str(self.checkpoint_dir / str(step)))
+
+    def _candidates(self) -> list[dict]:
+        """Checkpoints to resume from, oldest first. Remote: the committed steps, with the loop
+        state their records hold (a record whose upload never committed is not a candidate)."""
+        records = {r["step"]: r for r in read_records(self.log_dir)}
+        if self.remote is None:
+            return [records[s] for s in sorted(records)]
+        local = {s: str(self.checkpoint_dir / str(s)) for s in self.remote.committed()}
+        return [{**records.get(s, {}), "step": s, "state_path": p, "fetch": True} for s, p in local.items()]
 
     def saved_steps(self) -> list[int]:
         """Steps with a recorded (completed) checkpoint, this run's and earlier runs' in this dir."""
@@ -101,14 +119,16 @@ class TrainingRun:
     def resume(self, client) -> tuple[int, dict]:
         """Load the newest loadable checkpoint into `client`; start logging at its step."""
         start, loop_state = 0, {}
-        records = read_records(self.log_dir)
+        records = self._candidates()
         for record in reversed(records):
             try:
+                if record.get("fetch"):
+                    self.remote.fetch(record["step"], Path(record["state_path"]))
                 meta = client.load_state_with_optimizer(record["state_path"]).result() or {}
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
                 log.warning(
                     "checkpoint %s is unreadable (%s: %s); falling back to the previous one",
-                    record["state_path"],
+                    self.checkpoint_path(record["step"]) if record.get("fetch") else record["state_path"],
                     type(e).__name__,
                     e,
                 )
@@ -120,7 +140,7 @@ class TrainingRun:
         else:
             if records:
                 tried = [r["state_path"] for r in records]
-                raise CheckpointError(f"no readable checkpoint in {self.log_dir / RECORDS} (tried {tried})")
+                raise CheckpointError(f"no readable checkpoint in {self.storage.location} (tried {tried})")
         self._start_logging(start)
         if self.resumed_from is not None:
             log.info("resumed from %s (step %d)", self.checkpoint_path(start), start)
@@ -142,7 +162,11 @@ class TrainingRun:
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Log one step's metrics; a non-finite watched metric stops the run with a clear error."""
         self.logger.log_metrics(metrics, step)
-        self.history.append({"step": step, **metrics})
+        self.storage.sync()  # remote log dir: push the new rows (throttled)
+        if self.history and self.history[-1]["step"] == step:  # one row per step, as in metrics.jsonl
+            self.history[-1].update(metrics)
+        else:
+            self.history.append({"step": step, **metrics})
         bad = [k for k in self.watched if k in metrics and not math.isfinite(metrics[k])]
         if bad:
             good = self.checkpoint_path(self.last_saved) if self.last_saved is not None else "none"
@@ -178,7 +202,10 @@ class TrainingRun:
             with open(self.log_dir / RECORDS, "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._saved[record["step"]] = record["state_path"]
-            self._prune()
+            if self.remote is not None:  # upload, commit; the remote keeps `keep_checkpoints`
+                self.remote.publish(record["step"], Path(record["state_path"]))
+            else:
+                self._prune()
 
     def _prune(self) -> None:
         """Delete local checkpoint folders beyond the newest `keep_checkpoints` (under the lock)."""
@@ -192,18 +219,39 @@ class TrainingRun:
                 del self._saved[step]
 
     def wait(self) -> None:
-        """Block until every submitted save is written and recorded (raising a failed save's error)."""
+        """Block until every submitted save is written and recorded (raising a failed save's
+        error), and a remote run's uploads are committed."""
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
+        if self.remote is not None:
+            self.remote.wait()
+
+    def should_save(self, step: int) -> bool:
+        """Whether `maybe_save(step, ...)` will save: a periodic step, or a stop was requested."""
+        every = self.options.save_every
+        periodic = bool(every) and step > 0 and step % every == 0
+        return (periodic and step != self.last_saved) or self.preemption.requested(step)
 
     def maybe_save(self, step: int, client, loop_state: dict) -> None:
-        every = self.options.save_every
-        if every and step > 0 and step % every == 0 and step != self.last_saved:
+        """Save at periodic steps; after a SIGTERM / SIGINT save, flush and raise `Preempted`."""
+        if not self.should_save(step):
+            return
+        if step != self.last_saved:
             self.save(step, client, loop_state)
+        if self.preemption.requested(step):
+            self.wait()
+            log.warning(resume_line(step))
+            raise Preempted(step, self.checkpoint_path(step), self.preemption.signal_name)
 
     def finish(self, step: int, client, loop_state: dict) -> str:
         """The final checkpoint (saved now, or already saved at `step`: then recorded as final)."""
+        from jaxcook.data.accounting import total_metrics
+        from jaxcook.logging import read_metrics
+
+        totals = total_metrics(read_metrics(self.log_dir))  # truncated / skipped over every resume
+        if totals:
+            self.log(totals, step)
         self.wait()
         if self.last_saved != step or step not in self.saved_steps():
             self.save(step, client, loop_state, final=True)
@@ -219,12 +267,14 @@ class TrainingRun:
         return path
 
     def close(self) -> None:
+        self.preemption.uninstall()
         try:
             self.wait()
         finally:
             if self.logger is not None:
                 self.logger.close()
                 self.logger = None
+            self.storage.close()
 
 
 def _jsonable(config: Any) -> Any:
