@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -60,7 +61,8 @@ class SharedBase:
         )
         self._lock = threading.Lock()
         self._sampler_part = None  # the base laid out for decoding, built on first use
-        self._graphs: dict = {}  # LoraConfig | None -> SamplerGraph
+        self._graphs: dict = {}  # adapter structure -> SamplerGraph (one decode program each)
+        self._graphdefs: dict = {}  # adapter structure -> GraphDef
 
     def lora_config(self, *, rank: int, seed: int | None, train_attn=True, train_mlp=True, train_unembed=True):
         return lora_lib.LoraConfig(
@@ -72,14 +74,22 @@ class SharedBase:
             train_unembed=train_unembed,
         )
 
-    def _abstract(self, lora):
-        return nnx.eval_shape(lambda: Decoder(self.config, lora=lora, param_dtype=self.param_dtype))
-
-    def training_client(self, lora: lora_lib.LoraConfig) -> LocalTrainingClient:
-        graphdef, trainable, frozen = lora_lib.split(self._abstract(lora), lora)
+    def _split(self, lora: lora_lib.LoraConfig):
+        """`graphdef, trainable, frozen` of a LoRA model on this base: adapters initialised from
+        `lora.seed` as `jaxcook.models.load` does, frozen = the base's arrays (not copies). One
+        graphdef object per adapter structure, so every client of that structure hits the same
+        compiled steps (jit caches on the graphdef)."""
+        abstract = nnx.eval_shape(lambda: Decoder(self.config, lora=lora, param_dtype=self.param_dtype))
+        graphdef, trainable, frozen = lora_lib.split(abstract, lora)
+        with self._lock:
+            graphdef = self._graphdefs.setdefault(_structure(lora), graphdef)
         for path, var in param_paths(trainable):
             var.set_value(_init_adapter(path, tuple(var.get_value().shape), lora.seed))
-        nnx.replace_by_pure_dict(frozen, self._frozen_pure)  # the base's arrays, not copies
+        nnx.replace_by_pure_dict(frozen, self._frozen_pure)
+        return graphdef, trainable, frozen
+
+    def training_client(self, lora: lora_lib.LoraConfig) -> LocalTrainingClient:
+        graphdef, trainable, frozen = self._split(lora)
         return LocalTrainingClient.from_split(
             graphdef,
             trainable,
@@ -100,10 +110,11 @@ class SharedBase:
 
     def _graph(self, lora, graphdef, params):
         with self._lock:
-            if lora not in self._graphs:
+            key = _structure(lora)
+            if key not in self._graphs:
                 states = (self.frozen,) if params is None else (params, self.frozen)
-                self._graphs[lora] = weights_lib.graph_of(graphdef, *states)
-            return self._graphs[lora]
+                self._graphs[key] = weights_lib.graph_of(graphdef, *states)
+            return self._graphs[key]
 
     def sampler(self, lora: lora_lib.LoraConfig | None = None, graphdef=None, params=None) -> LocalSamplingClient:
         """A sampler of the base (no `params`) or of the base + trainable `params` (a snapshot of
@@ -125,7 +136,10 @@ class SharedBase:
     def trainable_template(self, lora: lora_lib.LoraConfig):
         """(graphdef, trainable params) of `lora` on this base, adapters freshly initialised: the
         shape a saved checkpoint of that config restores into."""
-        graphdef, trainable, _ = lora_lib.split(self._abstract(lora), lora)
-        for path, var in param_paths(trainable):
-            var.set_value(_init_adapter(path, tuple(var.get_value().shape), lora.seed))
+        graphdef, trainable, _ = self._split(lora)
         return graphdef, trainable
+
+
+def _structure(lora: lora_lib.LoraConfig | None):
+    """What shapes a LoRA model's program (everything but the init seed)."""
+    return None if lora is None else dataclasses.replace(lora, seed=0)
