@@ -12,10 +12,14 @@ from jaxcook.serve.server import ServerConfig, serve
 
 def parse_args(argv=None) -> ServerConfig:
     p = argparse.ArgumentParser(prog="jaxcook-serve", description=__doc__)
-    p.add_argument("--model", required=True, help="registry name, local HF folder or .gguf (one base per server)")
+    p.add_argument(
+        "--model", required=True, help="registry name, local HF folder or .gguf (one base per server)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--state-dir", default=os.path.expanduser("~/.cache/jaxcook/serve"), help="checkpoints and runs")
+    p.add_argument(
+        "--state-dir", default=os.path.expanduser("~/.cache/jaxcook/serve"), help="checkpoints and runs"
+    )
     p.add_argument("--alias", action="append", default=[], help="another name clients may use for the model")
     p.add_argument("--param-dtype", default="float32", help="base weights dtype (bfloat16 on accelerators)")
     p.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha of every adapter (Tinker: 32)")

@@ -30,7 +30,9 @@ def _error(status: int, message: str, category: str = "user") -> JSONResponse:
     return JSONResponse({"error": message, "category": category}, status, headers={"x-should-retry": "false"})
 
 
-def create_app(service: TinkerService, *, poll_timeout: float = 25.0, max_body_bytes: int = 512 << 20) -> FastAPI:
+def create_app(
+    service: TinkerService, *, poll_timeout: float = 25.0, max_body_bytes: int = 512 << 20
+) -> FastAPI:
     app = FastAPI(title="jaxcook Tinker-compatible server")
     app.state.service = service
     base = service.base
@@ -39,7 +41,9 @@ def create_app(service: TinkerService, *, poll_timeout: float = 25.0, max_body_b
     async def body_of(request: Request) -> bytes:
         size = request.headers.get("content-length", "0")
         if not size.isdigit() or int(size) > max_body_bytes:
-            raise UserError(f"{request.url.path}: a body of {size} bytes is over the limit of {max_body_bytes}")
+            raise UserError(
+                f"{request.url.path}: a body of {size} bytes is over the limit of {max_body_bytes}"
+            )
         return await request.body()
 
     async def json_of(request: Request) -> dict:
@@ -133,7 +137,11 @@ def create_app(service: TinkerService, *, poll_timeout: float = 25.0, max_body_b
         body = await body_of(request)
         if request.headers.get("content-encoding", "identity") not in ("identity", ""):
             encoding = request.headers["content-encoding"]
-            return {"request_id": service.futures.failed(UserError(f"Content-Encoding {encoding} is not supported"))}
+            return {
+                "request_id": service.futures.failed(
+                    UserError(f"Content-Encoding {encoding} is not supported")
+                )
+            }
         return await run_in_threadpool(service.forward_backward, body)
 
     @app.post(api + "/optim_step")
@@ -228,4 +236,5 @@ def create_app(service: TinkerService, *, poll_timeout: float = 25.0, max_body_b
     @app.exception_handler(404)
     async def not_found(request: Request, exc):
         return _error(404, f"{request.method} {request.url.path} is not an endpoint of this server")
+
     return app

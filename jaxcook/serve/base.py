@@ -64,7 +64,9 @@ class SharedBase:
         self._graphs: dict = {}  # adapter structure -> SamplerGraph (one decode program each)
         self._graphdefs: dict = {}  # adapter structure -> GraphDef
 
-    def lora_config(self, *, rank: int, seed: int | None, train_attn=True, train_mlp=True, train_unembed=True):
+    def lora_config(
+        self, *, rank: int, seed: int | None, train_attn=True, train_mlp=True, train_unembed=True
+    ):
         return lora_lib.LoraConfig(
             rank=rank,
             alpha=self.cfg.lora_alpha,
@@ -116,7 +118,9 @@ class SharedBase:
                 self._graphs[key] = weights_lib.graph_of(graphdef, *states)
             return self._graphs[key]
 
-    def sampler(self, lora: lora_lib.LoraConfig | None = None, graphdef=None, params=None) -> LocalSamplingClient:
+    def sampler(
+        self, lora: lora_lib.LoraConfig | None = None, graphdef=None, params=None
+    ) -> LocalSamplingClient:
         """A sampler of the base (no `params`) or of the base + trainable `params` (a snapshot of
         a training client built by `training_client(lora)`, whose `graphdef` it shares)."""
         if params is None:

@@ -48,7 +48,8 @@ def serve(cfg: ServerConfig) -> None:
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service, app = build(cfg)
     sock = _bind(cfg.host, cfg.port)
-    print(f"jaxcook serve: {cfg.base.model} at http://{cfg.host}:{sock.getsockname()[1]} (state {cfg.state_dir})")
+    url = f"http://{cfg.host}:{sock.getsockname()[1]}"
+    print(f"jaxcook serve: {cfg.base.model} at {url} (state {cfg.state_dir})", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level)).run(sockets=[sock])
     finally:
@@ -65,7 +66,9 @@ class ServerThread:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://{cfg.host}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(self.app, log_level=cfg.log_level))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
 
     def start(self) -> ServerThread:
         self._thread.start()

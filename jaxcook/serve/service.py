@@ -28,7 +28,9 @@ from jaxcook.types import AdamParams
 log = logging.getLogger("jaxcook.serve")
 
 # Tinker's loss names the engine implements (`dpo` is jaxcook's own; the SDK never sends it).
-TINKER_LOSSES = tuple(name for name in ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro") if name in LOSSES)
+TINKER_LOSSES = tuple(
+    name for name in ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro") if name in LOSSES
+)
 _ADAM_KEYS = ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm")
 
 
@@ -63,7 +65,9 @@ class TinkerService:
 
     def check_base_model(self, name, where: str) -> None:
         if name is not None and name not in self.names:
-            raise UserError(f"{where}: base_model {name!r} is not served here; this server serves {sorted(self.names)}")
+            raise UserError(
+                f"{where}: base_model {name!r} is not served here; this server serves {sorted(self.names)}"
+            )
 
     def _submit(self, model: Model, seq_id, make_future, encode) -> dict:
         """Run `make_future(client)` for `model` in submission order; a retry of a `seq_id` gets
@@ -163,7 +167,9 @@ class TinkerService:
         if not call.data:
             raise UserError("forward_backward: data is empty")
         if call.loss_fn not in TINKER_LOSSES:
-            raise UserError(f"forward_backward: loss_fn {call.loss_fn!r} is not supported; valid: {list(TINKER_LOSSES)}")
+            raise UserError(
+                f"forward_backward: loss_fn {call.loss_fn!r} is not supported; valid: {list(TINKER_LOSSES)}"
+            )
         C, V = self.base.context_window, self.base.config.vocab_size
         for i, d in enumerate(call.data):
             if d.length > C:
@@ -189,7 +195,9 @@ class TinkerService:
             run = client.forward if call.forward_only else client.forward_backward
             return run(call.data, call.loss_fn, call.loss_fn_config)
 
-        encode = lambda out: Payload(proto=wire.encode_forward_backward_output(out.loss_fn_outputs, out.metrics))
+        encode = lambda out: Payload(
+            proto=wire.encode_forward_backward_output(out.loss_fn_outputs, out.metrics)
+        )
         return self._submit(model, call.seq_id, start, encode)
 
     def optim_step(self, body: dict) -> dict:
@@ -199,7 +207,11 @@ class TinkerService:
             if "adam_params" not in body:
                 raise UserError(f"{where}: adam_params is missing (only AdamW is supported)")
             adam = wire.field(body, "adam_params", dict, where=where)
-            values = {k: float(wire.field(adam, k, (int, float), where=where + ".adam_params")) for k in _ADAM_KEYS if k in adam}
+            values = {
+                k: float(wire.field(adam, k, (int, float), where=where + ".adam_params"))
+                for k in _ADAM_KEYS
+                if k in adam
+            }
             params = AdamParams(**values)
         except UserError as e:
             return self._failed(e)
@@ -212,7 +224,9 @@ class TinkerService:
         where = "save_weights"
         try:
             model = self.registry.model(wire.field(body, "model_id", str, where=where))
-            path = TinkerPath(model.model_id, "weights", check_name(wire.field(body, "path", str, where=where), where))
+            path = TinkerPath(
+                model.model_id, "weights", check_name(wire.field(body, "path", str, where=where), where)
+            )
         except UserError as e:
             return self._failed(e)
         return self._save(model, path, body, with_optimizer=True, kind="save_weights")
@@ -251,7 +265,9 @@ class TinkerService:
             self._add_sampler(Sampler(sampler_id, self.base.name, None, client))
             return {"sampling_session_id": sampler_id, "type": where}
 
-        return self._submit(model, body.get("seq_id"), lambda c: then(c.snapshot_params(), ephemeral), lambda r: r)
+        return self._submit(
+            model, body.get("seq_id"), lambda c: then(c.snapshot_params(), ephemeral), lambda r: r
+        )
 
     def _checkpoint(self, path_str, where: str):
         """(TinkerPath, folder, LoRA config of its run) of an existing checkpoint."""
@@ -317,7 +333,9 @@ class TinkerService:
             raise UserError(f"{where}: give a base_model or a model_path")
         self.registry.session(session_id)
         sampler_id = f"{session_id}:sample:{seq}"
-        client = self._sampler_from_path(model_path, where + ".model_path") if model_path else self.base.sampler()
+        client = (
+            self._sampler_from_path(model_path, where + ".model_path") if model_path else self.base.sampler()
+        )
         self._add_sampler(Sampler(sampler_id, self.base.name, model_path, client))
         return {"sampling_session_id": sampler_id, "type": where}
 
@@ -384,7 +402,9 @@ class TinkerService:
         self._builder.submit(close)
 
     def weights_info(self, body: dict) -> dict:
-        path = TinkerPath.parse(wire.field(body, "tinker_path", str, where="weights_info"), "weights_info.tinker_path")
+        path = TinkerPath.parse(
+            wire.field(body, "tinker_path", str, where="weights_info"), "weights_info.tinker_path"
+        )
         self.store.existing(path)
         run = self.store.run(path.model_id)
         lora = run["lora"]

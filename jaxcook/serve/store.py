@@ -41,9 +41,7 @@ class TinkerPath:
             raise UserError(f"{where}: {path!r} is not a tinker:// path")
         parts = path[len("tinker://") :].split("/")
         if len(parts) != 3 or parts[1] not in KINDS:
-            raise UserError(
-                f"{where}: {path!r} is not tinker://<model_id>/(weights|sampler_weights)/<name>"
-            )
+            raise UserError(f"{where}: {path!r} is not tinker://<model_id>/(weights|sampler_weights)/<name>")
         check_name(parts[2], where)
         return cls(*parts)
 
@@ -168,7 +166,9 @@ class StateDir:
     def delete(self, model_id: str, checkpoint_id: str) -> None:
         kind, _, name = checkpoint_id.partition("/")
         if kind not in KINDS:
-            raise UserError(f"checkpoint_id {checkpoint_id!r} must be weights/<name> or sampler_weights/<name>")
+            raise UserError(
+                f"checkpoint_id {checkpoint_id!r} must be weights/<name> or sampler_weights/<name>"
+            )
         path = TinkerPath(model_id, kind, check_name(name, "checkpoint_id"))
         sidecar = self.folder(path).parent / f"{name}.json"
         if not sidecar.exists():

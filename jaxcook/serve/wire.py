@@ -162,7 +162,9 @@ def model_input_from_json(value, where: str) -> ModelInput:
             kind = chunk.get("type") if isinstance(chunk, dict) else type(chunk).__name__
             raise UserError(f"{where}.chunks[{j}]: {kind} chunks are not supported (text only)")
         toks = chunk.get("tokens")
-        if not isinstance(toks, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in toks):
+        if not isinstance(toks, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in toks
+        ):
             raise UserError(f"{where}.chunks[{j}].tokens must be a list of ints")
         tokens.extend(toks)
     return ModelInput.from_ints(tokens)

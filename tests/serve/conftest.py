@@ -10,7 +10,6 @@ os.environ.setdefault("TINKER_TELEMETRY", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from tests.serve.tiny_model import write_tiny_model
@@ -59,5 +58,7 @@ def sdk_datums(n: int, seed: int, lengths=(8, 40), vocab: int = 320):
                 loss_fn_inputs={"target_tokens": toks[1:].astype(np.int64), "weights": weights},
             )
         )
-        local.append(Datum(ModelInput.from_ints(toks[:-1].tolist()), {"target_tokens": toks[1:], "weights": weights}))
+        local.append(
+            Datum(ModelInput.from_ints(toks[:-1].tolist()), {"target_tokens": toks[1:], "weights": weights})
+        )
     return sdk, local

@@ -61,7 +61,11 @@ def run_rl(url: str, model_name: str, log_path, steps: int, **overrides):
     from tinker_cookbook.rl import train
 
     builder = ArithmeticDatasetBuilder(
-        batch_size=8, model_name_for_tokenizer=model_name, renderer_name="role_colon", n_batches=100, group_size=4
+        batch_size=8,
+        model_name_for_tokenizer=model_name,
+        renderer_name="role_colon",
+        n_batches=100,
+        group_size=4,
     )
     cfg = dict(
         learning_rate=1e-3,
@@ -144,5 +148,7 @@ def test_rl_arithmetic_importance_sampling(server, tmp_path):
 
     with tinker.ServiceClient(base_url=server.url, api_key="tml-dummy") as sc:
         sampler = sc.create_sampling_client(model_path=ckpts[-1]["sampler_path"]).result()
-        out = sampler.sample(types.ModelInput.from_ints([1, 2, 3]), 2, types.SamplingParams(max_tokens=3)).result()
+        out = sampler.sample(
+            types.ModelInput.from_ints([1, 2, 3]), 2, types.SamplingParams(max_tokens=3)
+        ).result()
         assert len(out.sequences) == 2

@@ -57,7 +57,9 @@ def test_wrong_shapes(fresh):
 def test_unknown_ids(server, service_client):
     with pytest.raises(tinker.NotFoundError, match="does not exist"):
         service_client.create_sampling_client(model_path="tinker://nope:train:0/sampler_weights/x").result()
-    r = httpx.post(f"{server.url}/api/v1/optim_step", json={"model_id": "nope:train:0", "seq_id": 1, "adam_params": {}})
+    r = httpx.post(
+        f"{server.url}/api/v1/optim_step", json={"model_id": "nope:train:0", "seq_id": 1, "adam_params": {}}
+    )
     assert r.status_code == 200
     err = retrieve(server.url, r.json()["request_id"])
     assert err["category"] == "user" and "nope:train:0" in err["error"]

@@ -36,9 +36,14 @@ def test_sample_returns_tokens_and_logprobs_that_match_scoring(trained):
         toks = full.to_ints()
         datum = types.Datum(
             model_input=types.ModelInput.from_ints(toks[:-1]),
-            loss_fn_inputs={"target_tokens": np.asarray(toks[1:], np.int64), "weights": np.ones(len(toks) - 1, np.float32)},
+            loss_fn_inputs={
+                "target_tokens": np.asarray(toks[1:], np.int64),
+                "weights": np.ones(len(toks) - 1, np.float32),
+            },
         )
-        train_lp = trained.forward([datum], "cross_entropy").result().loss_fn_outputs[0]["logprobs"].to_numpy()
+        train_lp = (
+            trained.forward([datum], "cross_entropy").result().loss_fn_outputs[0]["logprobs"].to_numpy()
+        )
         np.testing.assert_allclose(train_lp[prompt.length - 1 :], seq.logprobs, atol=1e-4)
 
 
@@ -50,7 +55,9 @@ def test_prompt_logprobs_and_seeded_sampling(trained):
     b = sampler.sample(prompt, 2, params).result()
     assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]  # same seed, same tokens
     assert a.prompt_logprobs[0] is None and len(a.prompt_logprobs) == prompt.length
-    np.testing.assert_allclose(a.prompt_logprobs[1:], sampler.compute_logprobs(prompt).result()[1:], atol=1e-5)
+    np.testing.assert_allclose(
+        a.prompt_logprobs[1:], sampler.compute_logprobs(prompt).result()[1:], atol=1e-5
+    )
 
 
 def test_named_sampler_weights_and_the_base_model(server, service_client, trained):

@@ -59,7 +59,9 @@ def test_training_lowers_the_loss_and_equals_the_local_client(server, service_cl
 
 def test_adapters_share_the_base_and_train_independently(server, service_client, local_reference):
     a = service_client.create_lora_training_client(base_model=server.cfg.base.model, rank=8, seed=5).result()
-    b = service_client.create_lora_training_client(base_model=server.cfg.base.model, rank=4, seed=9, train_mlp=False).result()
+    b = service_client.create_lora_training_client(
+        base_model=server.cfg.base.model, rank=4, seed=9, train_mlp=False
+    ).result()
     base = server.service.base
     for client in (a, b):
         frozen = server.service.registry.model(client.model_id).client.frozen
@@ -101,17 +103,17 @@ def test_save_load_resume(server, service_client, tmp_path):
     run_server_steps(tc, data, 2)
     path = tc.save_state("after-2").result().path
     assert path == f"tinker://{tc.model_id}/weights/after-2"
-    (step3, _), = run_server_steps(tc, data, 1)
+    ((step3, _),) = run_server_steps(tc, data, 1)
     after3 = tc.forward(data, "cross_entropy").result().metrics["loss:sum"]
 
     resumed = service_client.create_training_client_from_state_with_optimizer(path).result()
     assert resumed.model_id != tc.model_id and ":train:" in resumed.model_id
-    (r3, _), = run_server_steps(resumed, data, 1)
+    ((r3, _),) = run_server_steps(resumed, data, 1)
     r_after3 = resumed.forward(data, "cross_entropy").result().metrics["loss:sum"]
     assert r3 == pytest.approx(step3, abs=1e-5) and r_after3 == pytest.approx(after3, abs=1e-5)
 
     weights_only = service_client.create_training_client_from_state(path).result()
-    (w3, _), = run_server_steps(weights_only, data, 1)
+    ((w3, _),) = run_server_steps(weights_only, data, 1)
     w_after3 = weights_only.forward(data, "cross_entropy").result().metrics["loss:sum"]
     assert w3 == pytest.approx(step3, abs=1e-5)  # same weights ...
     assert abs(w_after3 - after3) > 1e-3  # ... but a fresh Adam state takes a different step
@@ -133,5 +135,5 @@ def test_save_load_resume(server, service_client, tmp_path):
         assert [c.tinker_path for c in rest2.list_checkpoints(tc.model_id).result().checkpoints] == [path]
         with tinker.ServiceClient(base_url=again.url, api_key="tml-dummy") as sc2:
             back = sc2.create_training_client_from_state_with_optimizer(path).result()
-            (b3, _), = run_server_steps(back, data, 1)
+            ((b3, _),) = run_server_steps(back, data, 1)
             assert b3 == pytest.approx(step3, abs=1e-5)
