@@ -38,7 +38,9 @@ class BaseConfig:
     lora_alpha: float = 32.0
     max_batch: int = 64
     max_seq_len: int | None = None  # None: the model's context window
-    sampler_max_tokens: int = 512
+    sampler_max_tokens: int = 512  # max_tokens when a sample request leaves it unset
+    max_num_samples: int = 512  # per asample request
+    max_lora_rank: int = 256
 
 
 class SharedBase:

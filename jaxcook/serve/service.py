@@ -57,7 +57,8 @@ class TinkerService:
         # The SDK and the cookbook load the tokenizer client-side by name: a local folder works
         # offline, so get_info names this one, and a client may use it as the model name too.
         self.tokenizer_dir = self.store.root / "tokenizer"
-        base.tokenizer.save_pretrained(str(self.tokenizer_dir))
+        if base.tokenizer is not None:
+            base.tokenizer.save_pretrained(str(self.tokenizer_dir))
         self.names = {base.name, str(self.tokenizer_dir), *aliases}
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxcook-serve-build")
 
@@ -129,6 +130,8 @@ class TinkerService:
                 train_mlp=bool(lc.get("train_mlp", True)),
                 train_unembed=bool(lc.get("train_unembed", True)),
             )
+            if not 1 <= lora.rank <= self.base.cfg.max_lora_rank:
+                raise UserError(f"{where}: lora_config.rank must be in [1, {self.base.cfg.max_lora_rank}]")
         except (UserError, ValueError) as e:
             return self._failed(e)
         self.registry.session(session_id)
@@ -351,6 +354,10 @@ class TinkerService:
         try:
             sampler = self._sampler_of(body, where)
             n = wire.field(body, "num_samples", int, where=where, default=1)
+            if not 1 <= n <= self.base.cfg.max_num_samples:
+                raise UserError(
+                    f"{where}: num_samples must be in [1, {self.base.cfg.max_num_samples}], got {n}"
+                )
             prompt = wire.model_input_from_json(body.get("prompt"), where + ".prompt")
             params = wire.sampling_params_from_json(body.get("sampling_params", {}))
             for key in ("topk_prompt_logprobs", "topk_sample_logprobs", "prompt_alt_tokens_k"):
