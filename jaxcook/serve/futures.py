@@ -77,3 +77,17 @@ class FutureStore:
     def pending(self) -> int:
         with self._lock:
             return sum(not f.done() for f in self._entries.values())
+
+
+def then(future: Future, fn) -> Future:
+    """A future of `fn(future.result())`."""
+    out: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            out.set_result(fn(f.result()))
+        except BaseException as e:  # noqa: BLE001 - handed on through the future
+            out.set_exception(e)
+
+    future.add_done_callback(done)
+    return out

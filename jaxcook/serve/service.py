@@ -20,7 +20,7 @@ from jaxcook.engine.train_step import init_train_state
 from jaxcook.serve import wire
 from jaxcook.serve.base import SharedBase
 from jaxcook.serve.errors import NotFound, UserError
-from jaxcook.serve.futures import FutureStore, Payload
+from jaxcook.serve.futures import FutureStore, Payload, then
 from jaxcook.serve.registry import Model, Registry, Sampler
 from jaxcook.serve.store import StateDir, TinkerPath, check_name
 from jaxcook.types import AdamParams
@@ -32,20 +32,6 @@ TINKER_LOSSES = tuple(
     name for name in ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro") if name in LOSSES
 )
 _ADAM_KEYS = ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm")
-
-
-def then(future: Future, fn) -> Future:
-    """A future of `fn(future.result())`."""
-    out: Future = Future()
-
-    def done(f: Future) -> None:
-        try:
-            out.set_result(fn(f.result()))
-        except BaseException as e:  # noqa: BLE001 - handed on through the future
-            out.set_exception(e)
-
-    future.add_done_callback(done)
-    return out
 
 
 class TinkerService:
@@ -409,21 +395,9 @@ class TinkerService:
         self._builder.submit(close)
 
     def weights_info(self, body: dict) -> dict:
-        path = TinkerPath.parse(
-            wire.field(body, "tinker_path", str, where="weights_info"), "weights_info.tinker_path"
-        )
-        self.store.existing(path)
-        run = self.store.run(path.model_id)
-        lora = run["lora"]
-        return {
-            "base_model": run["base_model"],
-            "optimizer_config": {"type": "adamw"},
-            "is_lora": True,
-            "lora_rank": lora["rank"],
-            "train_unembed": lora["train_unembed"],
-            "train_mlp": lora["train_mlp"],
-            "train_attn": lora["train_attn"],
-        }
+        where = "weights_info"
+        path = TinkerPath.parse(wire.field(body, "tinker_path", str, where=where), where + ".tinker_path")
+        return self.store.weights_info(path)
 
     def close(self) -> None:
         self._builder.shutdown(wait=True)

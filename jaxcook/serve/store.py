@@ -193,3 +193,18 @@ class StateDir:
             "last_sampler_checkpoint": last("sampler"),
             "user_metadata": run.get("user_metadata"),
         }
+
+    def weights_info(self, path: TinkerPath) -> dict:
+        """Tinker's `WeightsInfoResponse` of a checkpoint."""
+        self.existing(path)
+        run = self.run(path.model_id)
+        lora = run["lora"]
+        return {
+            "base_model": run["base_model"],
+            "optimizer_config": {"type": "adamw"},
+            "is_lora": True,
+            "lora_rank": lora["rank"],
+            "train_unembed": lora["train_unembed"],
+            "train_mlp": lora["train_mlp"],
+            "train_attn": lora["train_attn"],
+        }
