@@ -91,12 +91,49 @@ class LocalTrainingClient:
         seed: int = 0,
         model_name: str = "",
     ):
+        self._setup(
+            *lora_lib.split(model, lora),
+            config=model.config,
+            lora=lora,
+            tokenizer=tokenizer,
+            mesh=mesh,
+            buckets=buckets,
+            pack=pack,
+            remat=remat,
+            seed=seed,
+            model_name=model_name,
+        )
+
+    @classmethod
+    def from_split(cls, graphdef, trainable, frozen, *, config, lora, **kwargs) -> LocalTrainingClient:
+        """From an already split model (`lora.split`); `frozen` arrays already placed on the mesh
+        are used as they are, so several clients (e.g. LoRA adapters of one server) share one base
+        in memory. `kwargs` are the constructor's (tokenizer, mesh, buckets, ...)."""
+        self = cls.__new__(cls)
+        self._setup(graphdef, trainable, frozen, config=config, lora=lora, **kwargs)
+        return self
+
+    def _setup(
+        self,
+        graphdef,
+        trainable,
+        frozen,
+        *,
+        config,
+        lora: lora_lib.LoraConfig | None,
+        tokenizer=None,
+        mesh: Mesh | None = None,
+        buckets: BucketConfig = BucketConfig(),
+        pack: bool = False,
+        remat: bool = False,
+        seed: int = 0,
+        model_name: str = "",
+    ) -> None:
         self.lora, self.tokenizer, self.model_name = lora, tokenizer, model_name
-        self.config = model.config
+        self.config = config
         self.mesh = mesh or sharding.make_mesh()
         sharding.check_model(self.config, self.mesh)
         self.buckets, self.pack = buckets, pack
-        graphdef, trainable, frozen = lora_lib.split(model, lora)
         self.graphdef = graphdef
         self.frozen = jax.device_put(frozen, sharding.state_shardings(frozen, self.mesh))
         self._state: TrainState = place_state(init_train_state(trainable, seed), self.mesh)

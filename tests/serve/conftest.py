@@ -1,0 +1,64 @@
+"""One server for the serve tests: the tiny random SmolLM2-shaped model on a free 127.0.0.1
+port, driven by the real `tinker` SDK."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TINKER_TELEMETRY", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from tests.serve.tiny_model import write_tiny_model
+
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir, tmp_path_factory):
+    from jaxcook.serve.base import BaseConfig
+    from jaxcook.serve.server import ServerConfig, ServerThread
+
+    cfg = ServerConfig(
+        base=BaseConfig(model=tiny_model_dir, max_batch=16),
+        state_dir=str(tmp_path_factory.mktemp("serve-state")),
+        port=0,
+        poll_timeout=10.0,
+    )
+    with ServerThread(cfg) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def service_client(server):
+    import tinker
+
+    with tinker.ServiceClient(base_url=server.url, api_key="tml-dummy") as sc:
+        yield sc
+
+
+def sdk_datums(n: int, seed: int, lengths=(8, 40), vocab: int = 320):
+    """Random SDK datums (cross-entropy inputs) and the same data as jaxcook `Datum`s."""
+    from tinker import types
+
+    from jaxcook.types import Datum, ModelInput
+
+    rng = np.random.default_rng(seed)
+    sdk, local = [], []
+    for _ in range(n):
+        length = int(rng.integers(*lengths))
+        toks = rng.integers(0, vocab, length + 1)
+        weights = rng.random(length).astype(np.float32)
+        sdk.append(
+            types.Datum(
+                model_input=types.ModelInput.from_ints(toks[:-1].tolist()),
+                loss_fn_inputs={"target_tokens": toks[1:].astype(np.int64), "weights": weights},
+            )
+        )
+        local.append(
+            Datum(ModelInput.from_ints(toks[:-1].tolist()), {"target_tokens": toks[1:], "weights": weights})
+        )
+    return sdk, local
