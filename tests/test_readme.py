@@ -6,6 +6,7 @@
     "python -m jaxcook.serve --help": Run(expect="usage:"),        # runs here, exit 0, output checked
     ".venv/bin/python scripts/train.py --recipe X a=1": Train(),  # dry-run keys + a --tiny run
     "make-a-release": CI(),                                       # a line .ci/run runs as it is
+    "python -m jaxcook.serve ...": By("tests/serve/test_x.py::test_y"),  # another test runs it as written
 
 Keys are the commands as the README writes them (a python block: its code without imports, on one
 line). `.venv/bin/python` and `python` run as this interpreter, from a scratch folder that holds
@@ -92,6 +93,14 @@ class RunsCli:
 
 
 @dataclass(frozen=True)
+class By:
+    """Run as written by another test (`file::name`), which reads the command from the README; that
+    test must exist, and a slow one must be on `.ci/run`'s slow line."""
+
+    test: str
+
+
+@dataclass(frozen=True)
 class Slow:
     """A long command run by `.ci/run` through the slow test below with `extra` arguments appended,
     its output and metrics checked."""
@@ -100,6 +109,8 @@ class Slow:
 
 
 TINY_MODEL = "tiny-random-smollm2"
+SECTION = "tests/scripts/test_readme_section.py::test_readme_command"
+SERVE = "tests/serve/test_readme_restart.py::test_readme_commands_then_sigkill_restart_and_resume"
 TRAIN = ".venv/bin/python scripts/train.py --recipe"
 COVERED = {
     # Quick start (a fresh clone: .ci/run does exactly this)
@@ -123,6 +134,25 @@ COVERED = {
     "learning_rate=2e-4, lora_rank=16 ) result.metrics[-1], result.final_checkpoint": Python(
         tiny={"model": None}
     ),
+    # Export, chat and evaluation (tests/scripts/test_readme_section.py reads this section)
+    ".venv/bin/python scripts/export.py runs/sft --format merged --out exports/sft": By(SECTION),
+    ".venv/bin/python scripts/export.py runs/sft --format peft --out exports/sft-lora "
+    "--push-to-hub me/sft-lora": By(SECTION),
+    ".venv/bin/python scripts/chat.py runs/sft": By(SECTION),
+    ".venv/bin/python scripts/sample.py runs/sft --prompts prompts.jsonl --out samples.jsonl "
+    "--temperature 0": By(SECTION),
+    f"{TRAIN} sft evals=qa.jsonl:exact_match+math:max_tokens=64": By(SECTION),
+    ".venv/bin/python -m jaxcook.eval.lm_harness runs/sft --tasks my_task --include-path tasks/": By(SECTION),
+    # Run tinker-cookbook on your own machine (tests/serve/test_readme_restart.py reads this section)
+    ".venv/bin/python -m jaxcook.serve --model smollm2-135m-instruct --port 8000 "
+    '--state-dir "$HOME/jaxcook-serve"': By(SERVE),
+    "TINKER_API_KEY=tml-dummy TINKER_BASE_URL=http://127.0.0.1:8000 .venv/bin/python -m "
+    "tinker_cookbook.recipes.chat_sl.train base_url=http://127.0.0.1:8000 "
+    'model_name="$HOME/jaxcook-serve/tokenizer" renderer_name=role_colon '
+    "dataset=\"$(.venv/bin/python -c 'import os, tinker_cookbook; "
+    "print(os.path.dirname(tinker_cookbook.__file__))')"
+    '/example_data/conversations.jsonl" batch_size=16 learning_rate=3e-4 lora_rank=8 '
+    "log_path=/tmp/cookbook-sft behavior_if_log_dir_exists=delete": By(SERVE),
     # Run registry
     ".venv/bin/python -m jaxcook.runs list": RunsCli(expect="finished"),
     ".venv/bin/python -m jaxcook.runs show RUN_ID": RunsCli(expect="checkpoint step 1 (final)"),
@@ -196,6 +226,17 @@ def test_block_parsing():
 def test_ci_runs_the_command(command):
     line = COVERED[command].line or command
     assert line in [raw.strip() for raw in CI_RUN.read_text().splitlines()], f".ci/run does not run {line!r}"
+
+
+@pytest.mark.parametrize("command", commands_of(By))
+def test_another_test_runs_the_command(command):
+    path, name = COVERED[command].test.split("::")
+    source = (ROOT / path).read_text()
+    assert re.search(rf"^def {name}\(", source, re.M), f"{path} has no test {name}"
+    slow = re.search(rf"@pytest\.mark\.slow\n(@[^\n]*\n)*def {name}\(", source)
+    if slow or "pytestmark = pytest.mark.slow" in source:
+        slow_line = " ".join(CI_RUN.read_text().replace("\\\n", " ").split("pytest -m slow")[1:])
+        assert path in slow_line, f"{path} is slow and not on .ci/run's slow line"
 
 
 def test_ci_runs_the_slow_readme_commands():
