@@ -110,10 +110,11 @@ def load_trained(path_or_model: str | Path, *, renderer: str | None = None) -> T
     from flax import nnx
 
     from jaxcook import lora as lora_lib
+    from jaxcook.backends.local import DTYPES
     from jaxcook.engine import checkpoint as ckpt
     from jaxcook.engine.train_step import init_train_state
     from jaxcook.models import MODELS, ConfigError, WeightsError, load
-    from jaxcook.workflows.common import DTYPES, ModelOptions, renderer_name_for
+    from jaxcook.workflows.common import ModelOptions, renderer_name_for
 
     path = Path(str(path_or_model)).expanduser()
     looks_like_run = path.is_dir() and (is_checkpoint(path) or is_run_dir(path))

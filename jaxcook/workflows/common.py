@@ -74,7 +74,6 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
         param_dtype=options.param_dtype,
         seed=seed,
     )
-    renderer_name = renderer_name_for(options)
     if options.lora is None:
         client = service.create_full_training_client(options.name)
     else:
@@ -88,6 +87,7 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
             train_unembed=lora.train_unembed,
             alpha=lora.alpha,
         )
+    renderer_name = renderer_name_for(options)  # after the load: a missing model is named first
     if options.load_checkpoint:
         meta = client.load_state(options.load_checkpoint, weights_only=True).result() or {}
         saved = (meta.get("loop") or {}).get("renderer_name") or meta.get("renderer_name")

@@ -140,7 +140,8 @@ class TrainingRun:
         else:
             if records:
                 tried = [r["state_path"] for r in records]
-                raise CheckpointError(f"no readable checkpoint in {self.storage.location} (tried {tried})")
+                where = self.log_dir / RECORDS if self.remote is None else self.storage.location
+                raise CheckpointError(f"no readable checkpoint in {where} (tried {tried})")
         self._start_logging(start)
         if self.resumed_from is not None:
             log.info("resumed from %s (step %d)", self.checkpoint_path(start), start)
@@ -196,13 +197,13 @@ class TrainingRun:
             return
         self._write_record({**record, "state_path": future.result().path})
 
-    def _write_record(self, record: dict) -> None:
+    def _write_record(self, record: dict, *, saved_now: bool = True) -> None:
         with self._lock:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with open(self.log_dir / RECORDS, "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._saved[record["step"]] = record["state_path"]
-            if self.remote is not None:  # upload, commit; the remote keeps `keep_checkpoints`
+            if self.remote is not None and saved_now:  # upload, commit; the remote keeps `keep`
                 self.remote.publish(record["step"], Path(record["state_path"]))
             else:
                 self._prune()
@@ -259,9 +260,8 @@ class TrainingRun:
         elif not (final_checkpoint(self.log_dir) or {}).get("step") == step:
             loop = {**loop_state, "step": step}
             path = self.checkpoint_path(step)
-            self._write_record(
-                {"name": str(step), "step": step, "loop": loop, "final": True, "state_path": path}
-            )
+            record = {"name": str(step), "step": step, "loop": loop, "final": True, "state_path": path}
+            self._write_record(record, saved_now=False)  # marks it final; already uploaded
         path = self.checkpoint_path(step)
         self.close()
         return path

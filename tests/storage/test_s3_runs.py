@@ -46,7 +46,9 @@ def test_a_run_saves_to_s3_and_a_rerun_resumes_from_it(s3, tmp_path, caplog):
     assert committed(s3, "sft") == [2, 4]
     keys = s3.keys(s3.bucket, "sft/")
     assert {"sft/metrics.jsonl", "sft/config.json", "sft/logs.log"} <= set(keys)
-    assert any(k.startswith("sft/checkpoints/4/state/") for k in keys)
+    assert any(k.startswith("sft/checkpoints/4/state/") for k in keys), [
+        k for k in sorted(keys) if "/4/" in k
+    ]
     rows = remote_metrics(s3, "sft")
     assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
     assert {r["step"] for r in rows if "train/loss" in r} == {0, 1, 2, 3}
