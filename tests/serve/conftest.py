@@ -6,8 +6,22 @@ import os
 import numpy as np
 import pytest
 
-os.environ.setdefault("TINKER_TELEMETRY", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+OFFLINE = {"TINKER_TELEMETRY": "0", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _offline_env():
+    """No telemetry, no hub, for these tests only: set while tests/serve runs, then restored, so
+    the subprocesses of later tests (a hub push to a local stand-in) are not made offline."""
+    old = {k: os.environ.get(k) for k in OFFLINE}
+    for k, v in OFFLINE.items():
+        os.environ.setdefault(k, v)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
