@@ -13,6 +13,11 @@ from jaxcook.models.fused import lora_matmul, matmul
 from jaxcook.models.layers import set_matmul_dtype
 from tests.engine.tiny import TINY, random_datums, tiny_model
 
+# Slow, and so in a pytest process of its own (`.ci/run`'s slow line): these load oneMKL and its
+# OpenMP runtime into the process, and a default-suite run that had them loaded crashed later in
+# an XLA compile (not reproduced; kept apart until it is understood).
+pytestmark = pytest.mark.slow
+
 
 def _bf16(rng, shape):
     return np.asarray(rng.standard_normal(shape), ml_dtypes.bfloat16)
