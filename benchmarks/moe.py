@@ -14,23 +14,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks.forward import time_it
 from jaxcook.core.logprobs import chunked_target_logprobs
 from jaxcook.models import load
-
-
-def time_it(fn, iters: int) -> float:
-    fn()  # warm-up / compile
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
 
 
 def main():
