@@ -313,3 +313,10 @@ def test_docstring_examples_use_keys_that_exist():
             jaxcook.make_config(recipe, tiny=tiny, overrides=overrides)
         except OverrideError as e:
             raise AssertionError(f"{where}: jaxcook.run({recipe!r}, {overrides}) fails: {e}") from None
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_takes_sampling_evals_and_its_help_says_so(name):
+    help_text = _train_module()._recipe_help(name, tiny=True)
+    (line,) = [line for line in help_text.splitlines() if line.strip().startswith("evals:")]
+    assert "= ()" in line and "exact_match" in line and "jaxcook.eval.sampling_eval" in line
