@@ -26,8 +26,8 @@ from jaxcook.workflows.common import renderer_name_for
 def sft_batches(n: int):
     from jaxcook.data.registry import get_sft_builder
     from jaxcook.models import load_tokenizer
+    from jaxcook.recipes.sft import Config
     from jaxcook.renderers import get_renderer
-    from recipes.sft import Config
 
     cfg = Config()
     renderer = get_renderer(renderer_name_for(cfg.model), load_tokenizer(cfg.model.name))

@@ -7,6 +7,10 @@ the local staging copy of the log dir (`jaxcook.storage`: Orbax cannot write to 
 checkpoint records as they are now), then every file of the step, then the commit marker; then
 steps beyond `keep` are deleted (marker first, so a half-deleted step never looks committed).
 A step killed mid-upload has no marker: it is invisible and overwritten later.
+
+`fetch_checkpoint(url)` gives a local copy of a committed checkpoint for what reads checkpoints
+from disk (export, chat, sampling): `s3://b/run/checkpoints/40`, or the run `s3://b/run` (its
+newest committed step).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxcook.storage import COMMIT_MARKER, RemoteDir, commit_record
+from jaxcook.storage import COMMIT_MARKER, RemoteDir, commit_record, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +89,25 @@ class RemoteCheckpoints:
                 f"{self.url(step)} does not match its commit marker (missing {missing}, wrong size {wrong})"
             )
         return local
+
+
+def fetch_checkpoint(url: str) -> Path:
+    """A local copy (under `staging_dir`) of the committed checkpoint `url` names: a run's
+    `<run>/checkpoints/<step>`, or a run itself (its newest committed step)."""
+    head, _, last = url.rstrip("/").rpartition("/")
+    if last.isdigit() and head.endswith("/checkpoints"):
+        run_url, step = head.removesuffix("/checkpoints"), int(last)
+    else:
+        run_url, step = url.rstrip("/"), None
+    remote = RemoteDir(run_url)
+    try:
+        checkpoints = RemoteCheckpoints(remote)
+        committed = checkpoints.committed()
+        if step is None and not committed:
+            raise RemoteCheckpointError(f"{url}: no committed checkpoint in {run_url}/checkpoints")
+        if step is not None and step not in committed:
+            raise RemoteCheckpointError(f"{url}: not a committed checkpoint (committed steps: {committed})")
+        step = committed[-1] if step is None else step
+        return checkpoints.fetch(step, staging_dir(checkpoints.url(step)))
+    finally:
+        remote.close()

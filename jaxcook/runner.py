@@ -25,7 +25,7 @@ __all__ = ["RunResult", "make_config", "run", "run_config"]
 
 def make_config(recipe: str, *, tiny: bool = False, overrides: Sequence[str] | Mapping[str, Any] = ()):
     """The recipe's `Config()` (or `tiny()`) with `overrides` applied (see `jaxcook.config`)."""
-    from recipes import get_recipe, recipe_aliases  # the recipes import jaxcook: loaded on demand
+    from jaxcook.recipes import get_recipe, recipe_aliases  # the recipes import jaxcook: loaded on demand
 
     module = get_recipe(recipe)
     cfg = module.tiny() if tiny else module.Config()
@@ -39,8 +39,8 @@ def run_config(recipe: str, cfg) -> RunResult:
 
     The run is recorded in the run registry (`jaxcook.runs`) at its start and end.
     """
+    from jaxcook.recipes import TASK_ALIASES, get_recipe
     from jaxcook.runs.hook import recorded
-    from recipes import TASK_ALIASES, get_recipe
 
     module = get_recipe(recipe)
     if not (dataclasses.is_dataclass(cfg) and isinstance(cfg, module.Config)):

@@ -50,6 +50,13 @@ def local_path(path: str | os.PathLike) -> Path:
     return Path(text).expanduser().absolute()
 
 
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """`base/part/...` for a local path or a URL alike (`Path` would turn `s3://b` into `s3:/b`)."""
+    if not is_remote(base):
+        return str(Path(base).joinpath(*parts))
+    return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
 def staging_dir(url: str) -> Path:
     """The local folder a remote log dir is staged in: `$JAXCOOK_STAGING/<hash of the URL>`
     (default `$JAXCOOK_CACHE/staging`). Put it on a local disk with room for two checkpoints."""
@@ -108,6 +115,9 @@ class RemoteDir:
             self.fs.get_file(self._key(f"{rel}/{name}" if rel else name), str(target))
             copied.append(name)
         return copied
+
+    def get_file(self, rel: str, dest: Path) -> None:
+        self.fs.get_file(self._key(rel), str(dest))
 
     def read_bytes(self, rel: str) -> bytes | None:
         return self.fs.cat_file(self._key(rel)) if self.exists(rel) else None

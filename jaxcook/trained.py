@@ -3,6 +3,7 @@
     trained = load_trained("runs/sft")                 # the run's newest checkpoint
     trained = load_trained("runs/sft/checkpoints/40")  # one checkpoint
     trained = load_trained("smollm2-135m-instruct")    # an untrained model (what `models.load` takes)
+    trained = load_trained("s3://bucket/runs/sft")     # a remote run or checkpoint: fetched first
     trained.model, trained.tokenizer, trained.renderer_name, trained.lora
 
 A checkpoint's meta holds the run config (`config.model`: model name, LoRA config, dtype) and
@@ -62,7 +63,17 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder `path` names: itself, or the newest one of a run dir."""
+    """The checkpoint folder `path` names: itself, or the newest one of a run dir; for a URL
+    (`s3://...`) a local copy of the committed checkpoint it names (`remote_checkpoints`)."""
+    from jaxcook.storage import is_remote
+
+    if is_remote(path):
+        from jaxcook.remote_checkpoints import RemoteCheckpointError, fetch_checkpoint
+
+        try:
+            return fetch_checkpoint(str(path))
+        except (RemoteCheckpointError, OSError) as e:
+            raise TrainedModelError(str(e)) from e
     path = Path(path).expanduser()
     if not path.exists():
         raise TrainedModelError(f"{path}: no such run dir or checkpoint folder")
@@ -114,9 +125,12 @@ def load_trained(path_or_model: str | Path, *, renderer: str | None = None) -> T
     from jaxcook.engine import checkpoint as ckpt
     from jaxcook.engine.train_step import init_train_state
     from jaxcook.models import MODELS, ConfigError, WeightsError, load
+    from jaxcook.storage import is_remote
     from jaxcook.workflows.common import ModelOptions, renderer_name_for
 
-    path = Path(str(path_or_model)).expanduser()
+    path = (
+        find_checkpoint(path_or_model) if is_remote(path_or_model) else Path(str(path_or_model)).expanduser()
+    )
     looks_like_run = path.is_dir() and (is_checkpoint(path) or is_run_dir(path))
     if not looks_like_run:
         if str(path_or_model) not in MODELS and not path.exists():

@@ -24,7 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
-# `recipes` and `jaxcook` from this checkout (no install needed); a recipe given as a module path is
+# `jaxcook` from this checkout (no install needed); a recipe given as a module path is
 # looked up from the current directory too, as `python -m` would.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 for _path in (_ROOT, os.getcwd()):
@@ -35,7 +35,7 @@ for _path in (_ROOT, os.getcwd()):
 # whose module was never imported cannot have been raised, so none of these is imported to check.
 USER_ERRORS = (
     ("jaxcook.config_values", "OverrideError"),  # config keys and values, builder options
-    ("recipes", "RecipeError"),  # unknown or malformed recipe
+    ("jaxcook.recipes", "RecipeError"),  # unknown or malformed recipe
     ("jaxcook.data.errors", "DataError"),  # data files: bad lines (file:line), missing files
     ("jaxcook.rl.envs.registry", "EnvSpecError"),  # unknown env, bad import path
     ("jaxcook.models.safetensors_source", "WeightsError"),  # not a model folder
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _recipes_help(parser: argparse.ArgumentParser) -> str:
-    from recipes import RECIPES, TASK_ALIASES, summary
+    from jaxcook.recipes import RECIPES, TASK_ALIASES, summary
 
     width = max(len(name) for name in RECIPES) + 2
     lines = [parser.format_help().rstrip(), "", "recipes:"]
@@ -96,8 +96,8 @@ def _recipes_help(parser: argparse.ArgumentParser) -> str:
 def _recipe_help(name: str, tiny: bool) -> str:
     from jaxcook.config import describe
     from jaxcook.config_aliases import describe_aliases
+    from jaxcook.recipes import get_recipe, recipe_aliases
     from jaxcook.runner import make_config
-    from recipes import get_recipe, recipe_aliases
 
     module = get_recipe(name)
     cfg = make_config(name, tiny=tiny)

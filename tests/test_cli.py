@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import jaxcook
-import recipes
+from jaxcook import recipes
 from jaxcook.config import OverrideError, field_paths
-from recipes import RECIPES, RecipeError, get_recipe
+from jaxcook.recipes import RECIPES, RecipeError, get_recipe
 from tests import fake_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,10 @@ def _run_train(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_import_jaxcook_is_light_and_versioned():
-    code = "import jaxcook, sys; print(jaxcook.__version__, 'jax' in sys.modules, 'recipes' in sys.modules)"
+    code = (
+        "import jaxcook, sys; "
+        "print(jaxcook.__version__, 'jax' in sys.modules, 'jaxcook.recipes' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert out.split() == [version, "False", "False"]
@@ -54,7 +57,7 @@ def test_import_jaxcook_is_light_and_versioned():
 
 def test_registry_names_every_recipe():
     assert set(RECIPES) == {"sft", "rl", "rl_multiturn", "dpo", "reward_model", "distill", "prompt_distill"}
-    assert all(path == f"recipes.{name}" for name, path in RECIPES.items())
+    assert all(path == f"jaxcook.recipes.{name}" for name, path in RECIPES.items())
 
 
 def test_unknown_recipe_lists_the_registered_ones():
@@ -63,9 +66,9 @@ def test_unknown_recipe_lists_the_registered_ones():
 
 
 def test_unwritten_recipe_says_not_implemented(monkeypatch):
-    monkeypatch.setitem(RECIPES, "later", "recipes.not_written_yet")
+    monkeypatch.setitem(RECIPES, "later", "jaxcook.recipes.not_written_yet")
     with pytest.raises(
-        RecipeError, match="recipe 'later' is not implemented yet .no module recipes.not_written_yet"
+        RecipeError, match="recipe 'later' is not implemented yet .no module jaxcook.recipes.not_written_yet"
     ):
         get_recipe("later")
     assert recipes.summary("later") == "(not implemented yet)"
@@ -160,7 +163,7 @@ def test_cli_dry_run_prints_the_resolved_config(fake, capsys):
     ],
 )
 def test_cli_errors_exit_2_with_a_message(fake, capsys, monkeypatch, argv, fragment):
-    monkeypatch.setitem(recipes.RECIPES, "missing", "recipes.no_such_module")
+    monkeypatch.setitem(recipes.RECIPES, "missing", "jaxcook.recipes.no_such_module")
     with pytest.raises(SystemExit) as exit_info:
         _train_module().main(argv)
     assert exit_info.value.code == 2
@@ -310,3 +313,10 @@ def test_docstring_examples_use_keys_that_exist():
             jaxcook.make_config(recipe, tiny=tiny, overrides=overrides)
         except OverrideError as e:
             raise AssertionError(f"{where}: jaxcook.run({recipe!r}, {overrides}) fails: {e}") from None
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_takes_sampling_evals_and_its_help_says_so(name):
+    help_text = _train_module()._recipe_help(name, tiny=True)
+    (line,) = [line for line in help_text.splitlines() if line.strip().startswith("evals:")]
+    assert "= ()" in line and "exact_match" in line and "jaxcook.eval.sampling_eval" in line

@@ -11,7 +11,7 @@ import pytest
 import jaxcook
 from jaxcook.config import OverrideError, apply_overrides, field_paths
 from jaxcook.config_aliases import SHORT_NAMES, STANDARD, aliases, check_table
-from recipes import RECIPES, TASK_ALIASES, get_recipe, recipe_aliases
+from jaxcook.recipes import RECIPES, TASK_ALIASES, get_recipe, recipe_aliases
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +123,7 @@ def test_aliases_rejects_undeclared_short_names():
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_declares_short_names_whose_long_keys_exist(name):
     module = get_recipe(name)
-    assert hasattr(module, "ALIASES"), f"recipes/{name}.py declares no ALIASES"
+    assert hasattr(module, "ALIASES"), f"jaxcook/recipes/{name}.py declares no ALIASES"
     check_table(module.Config, module.ALIASES)
     paths = set(field_paths(module.Config))
     for short in ("model", "learning_rate", "lora_rank", "log_dir"):

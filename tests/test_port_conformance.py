@@ -72,7 +72,7 @@ def test_the_proxy_refuses_what_the_port_lacks(monkeypatch):
 
 
 def test_every_recipe_config_carries_the_backend_option():
-    from recipes import RECIPES
+    from jaxcook.recipes import RECIPES
 
     for name in RECIPES:
         cfg = jaxcook.make_config(name, tiny=True)

@@ -290,7 +290,7 @@ def _same(value, literal: str) -> bool:
 
 
 def _long_key(recipe: str, key: str, config: dict) -> str:
-    from recipes import get_recipe
+    from jaxcook.recipes import get_recipe
 
     table = get_recipe(recipe).ALIASES
     try:

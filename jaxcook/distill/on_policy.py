@@ -13,14 +13,14 @@ Multi-teacher: each `DistillDatasetConfig` is a prompt source with its own teach
 
 Held-out evaluation (`test/teacher_kl`, `jaxcook.distill.evaluation`): `n_eval_prompts` prompts of
 each source's held-out split, sampled before the first step (logged with step 0) and after the
-last (logged with the final step, merged into the row of the final RL metrics).
+last (logged with the final step), as RL evaluators, beside any `evals=` sampling evals; each
+writes `reports/eval_<step>.html` with the first `report_samples` samples and their teacher KL.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,9 +28,11 @@ import numpy as np
 from jaxcook.distill.prompts import PromptSource, dataset_tag, load_prompts, prompt_messages_of
 from jaxcook.distill.reverse_kl import reverse_kl_advantages, teacher_kl_metrics
 from jaxcook.distill.teacher import Teacher, TeacherConfig
+from jaxcook.logging import logtree, trace
 from jaxcook.run_result import RunResult
 from jaxcook.types import Datum
 from jaxcook.workflows.common import ModelOptions
+from jaxcook.workflows.evals import evals_field
 from jaxcook.workflows.options import OptimConfig, RunOptions
 
 
@@ -59,6 +61,8 @@ class OnPolicyConfig:
     max_steps: int | None = 20
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, lr_schedule="constant")
     n_eval_prompts: int = 32  # held-out prompts per source for test/teacher_kl; 0 = no evaluation
+    report_samples: int = 4  # held-out samples shown with their teacher KL in each eval report
+    evals: tuple[str, ...] = evals_field()  # sampling evals beside test/teacher_kl
     num_groups_to_log: int = 2
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/distill", save_every=10)
@@ -142,7 +146,8 @@ class TeacherKLShaper:
     def __call__(self, data: list[Datum], meta: list[dict]) -> tuple[list[Datum], dict[str, float]]:
         if len(data) != len(meta):
             raise ValueError(f"TeacherKLShaper: {len(data)} datums but {len(meta)} meta entries")
-        teacher_D, source_D = self.teacher_logprobs(data, meta)
+        with trace.scope("distill/teacher_logprobs", datums=len(data)):
+            teacher_D, source_D = self.teacher_logprobs(data, meta)
         new_adv_D, sums_D = reverse_kl_advantages(
             [d.loss_fn_inputs["logprobs"] for d in data],
             teacher_D,
@@ -202,40 +207,60 @@ def rl_config(cfg: OnPolicyConfig):
         max_steps=cfg.max_steps,
         optim=cfg.optim,
         eval_every=0,
+        evals=cfg.evals,
         num_groups_to_log=cfg.num_groups_to_log,
         seed=cfg.seed,
         run=cfg.run,
     )
 
 
+class TeacherKLEvaluator:
+    """`evaluator(client) -> test/teacher_kl...`: the student (the client's current weights) samples
+    each source's held-out prompts once, its teacher scores them; in an active log tree, the first
+    `report_samples` samples with their KL (nats per token)."""
+
+    def __init__(self, cfg: OnPolicyConfig, renderer, tokenizer, sources_k):
+        self.cfg, self.renderer, self.tokenizer, self.sources_k = cfg, renderer, tokenizer, sources_k
+
+    def __call__(self, client) -> dict[str, float]:
+        from jaxcook.distill.evaluation import evaluate_teacher_kl
+
+        cfg = self.cfg
+        sampler = client.save_weights_and_get_sampling_client()
+        try:
+            metrics, samples = evaluate_teacher_kl(
+                sampler, self.renderer, self.sources_k, max_tokens=cfg.max_tokens, seed=cfg.seed
+            )
+        finally:
+            sampler.close()
+        with logtree.scope(f"test/teacher_kl over {len(samples)} held-out samples", open=True):
+            logtree.metrics_table(metrics)
+            logtree.table(
+                [
+                    {
+                        "source": s.source,
+                        "prompt": s.prompt[-1].get("content", "") if s.prompt else "",
+                        "completion": self.tokenizer.decode(s.tokens),
+                        "tokens": len(s.tokens),
+                        "teacher_kl": float((s.student_lp - s.teacher_lp).sum()) / max(len(s.tokens), 1),
+                    }
+                    for s in samples[: cfg.report_samples]
+                ]
+            )
+        return metrics
+
+
 def train(cfg: OnPolicyConfig) -> RunResult:
     """Run on-policy distillation; see the module docstring."""
     from jaxcook.config import config_to_dict
-    from jaxcook.distill.evaluation import evaluate_teacher_kl
-    from jaxcook.logging.metrics import JsonlLogger
     from jaxcook.workflows import rl
 
     sources = _sources(cfg)
     state: dict[str, Any] = {}
 
-    def evaluate(ctx, teachers) -> dict[str, float]:
-        if not cfg.n_eval_prompts:
-            return {}
-        held_out = [load_prompts(s, seed=cfg.seed)[1][: cfg.n_eval_prompts] for s in sources]
-        sampler = ctx.client.save_weights_and_get_sampling_client()
-        try:
-            sources_k = list(zip(teachers, held_out))
-            metrics, _ = evaluate_teacher_kl(
-                sampler, ctx.setup.renderer, sources_k, max_tokens=cfg.max_tokens, seed=cfg.seed
-            )
-        finally:
-            sampler.close()
-        return metrics
-
     def make_shaper(ctx) -> TeacherKLShaper:
         teachers = load_teachers(cfg, ctx.setup.tokenizer)
-        state.update(ctx=ctx, teachers=teachers)
-        fresh = not ctx.run.saved_steps()  # a resumed run logged its initial eval already
+        state["teachers"] = teachers
         ctx.run.log_dir.mkdir(parents=True, exist_ok=True)
         (ctx.run.log_dir / "distill_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
         return TeacherKLShaper(
@@ -243,22 +268,16 @@ def train(cfg: OnPolicyConfig) -> RunResult:
             student_renderer_name=ctx.setup.renderer_name,
             coef=cfg.kl_penalty_coef,
             discount=cfg.kl_discount_factor,
-            extra_metrics=evaluate(ctx, teachers) if fresh else None,
         )
 
+    def make_evaluator(ctx) -> TeacherKLEvaluator:  # made after the shaper: its teachers score
+        held_out = [load_prompts(s, seed=cfg.seed)[1][: cfg.n_eval_prompts] for s in sources]
+        sources_k = list(zip(state["teachers"], held_out))
+        return TeacherKLEvaluator(cfg, ctx.setup.renderer, ctx.setup.tokenizer, sources_k)
+
+    evaluators = (make_evaluator,) if cfg.n_eval_prompts else ()
     try:
-        result = rl.train(rl_config(cfg), extra_shapers=(make_shaper,))
-        metrics = list(result.metrics)
-        final = evaluate(state["ctx"], state["teachers"])
-        if final:
-            step = state["ctx"].total  # after the last optimizer step
-            logger = JsonlLogger(Path(result.log_dir))
-            try:
-                logger.log_metrics(final, step)
-            finally:
-                logger.close()
-            metrics.append({"step": step, **final})
+        return rl.train(rl_config(cfg), extra_shapers=(make_shaper,), extra_evaluators=evaluators)
     finally:
         for t in {id(t): t for t in state.get("teachers", [])}.values():
             t.close()
-    return RunResult(metrics=metrics, final_checkpoint=result.final_checkpoint, log_dir=result.log_dir)

@@ -33,9 +33,11 @@ from typing import Any
 from jaxcook.distill.evaluation import evaluate_teacher_kl, sample_prompts
 from jaxcook.distill.prompts import PromptSource, load_prompts
 from jaxcook.distill.teacher import Teacher, TeacherConfig
+from jaxcook.logging import logtree
 from jaxcook.renderers import Message
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions
+from jaxcook.workflows.evals import evals_field
 from jaxcook.workflows.options import OptimConfig, RunOptions
 
 DEFAULT_SYSTEM_PROMPT = """You are Captain Ahoy, a cheerful pirate math tutor. Begin every answer \
@@ -120,6 +122,8 @@ class PromptDistillConfig:
     max_steps: int | None = None  # None = every batch of every epoch
     optim: OptimConfig = OptimConfig(learning_rate=5e-4, lr_schedule="constant")
     eval_every: int = 16  # steps (and after the last); 0 = only after the last
+    evals: tuple[str, ...] = evals_field()  # sampling evals beside the held-out ones
+    report_samples: int = 4  # held-out answers of the student shown in each eval report
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/prompt_distill", save_every=0)
 
@@ -167,15 +171,12 @@ def answer_text(renderer, tokens: Sequence[int]) -> str:
     return get_text_content(message)
 
 
-def _read_or_make(path: Path, make) -> list[dict]:
+def _read_or_make(files, name: str, make) -> Path:
+    """The local path of log-dir file `name` (`PreRunFiles`): the one there, or `make()`'s rows."""
+    path = files.fetch(name)
     if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
-    return rows
+        return path
+    return files.write(name, "".join(json.dumps(r) + "\n" for r in make()).encode())
 
 
 class PromptDistillEvaluator:
@@ -206,7 +207,16 @@ class PromptDistillEvaluator:
         finally:
             sampler.close()
         texts = [answer_text(renderer, t) for t in tokens]
-        return {**metrics, **criteria_rates(texts, cfg.criteria, "test/criterion")}
+        metrics = {**metrics, **criteria_rates(texts, cfg.criteria, "test/criterion")}
+        with logtree.scope(f"the student's answers to {len(texts)} held-out questions", open=True):
+            logtree.metrics_table(metrics)
+            logtree.table(
+                [
+                    {"question": p[-1]["content"], "answer": t, **{c: CRITERIA[c](t) for c in cfg.criteria}}
+                    for p, t in list(zip(self.prompts, texts))[: cfg.report_samples]
+                ]
+            )
+        return metrics
 
 
 def train(cfg: PromptDistillConfig) -> RunResult:
@@ -217,15 +227,14 @@ def train(cfg: PromptDistillConfig) -> RunResult:
     from jaxcook.data.builders import ConversationFileBuilder, SupervisedData
     from jaxcook.data.datum import DatumConverter, DatumPolicy
     from jaxcook.data.sources import read_conversations_jsonl
-    from jaxcook.logging.run_dir import check_log_dir
+    from jaxcook.workflows.run_storage import PreRunFiles, apply_log_dir_policy
     from jaxcook.workflows.supervised import SupervisedConfig
     from jaxcook.workflows.supervised import train as sft_train
 
-    log_dir = Path(cfg.run.log_dir)
-    # The teacher's answers live in the log dir: apply its exists-policy before writing them.
-    check_log_dir(log_dir, cfg.run.if_log_dir_exists)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / "prompt_distill_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    # The teacher's answers live in the log dir (a folder or a URL): apply its exists-policy first.
+    apply_log_dir_policy(cfg.run.log_dir, cfg.run.if_log_dir_exists)
+    files = PreRunFiles(cfg.run.log_dir)
+    files.write("prompt_distill_config.json", json.dumps(config_to_dict(cfg), indent=2).encode())
     teacher = Teacher.load(
         TeacherConfig(model=cfg.model, system_prompt=cfg.system_prompt),
         max_length=cfg.max_length * 4,
@@ -251,10 +260,8 @@ def train(cfg: PromptDistillConfig) -> RunResult:
 
             return run
 
-        train_file = log_dir / "teacher_train.jsonl"
-        test_file = log_dir / "teacher_test.jsonl"
-        _read_or_make(train_file, make(train_prompts, cfg.seed, "train"))
-        _read_or_make(test_file, make(test_prompts, cfg.seed + 1, "test"))
+        train_file = _read_or_make(files, "teacher_train.jsonl", make(train_prompts, cfg.seed, "train"))
+        test_file = _read_or_make(files, "teacher_test.jsonl", make(test_prompts, cfg.seed + 1, "test"))
 
         def build_data(sft_cfg, setup) -> SupervisedData:
             data = ConversationFileBuilder(path=str(train_file), seed=cfg.seed).build(
@@ -275,6 +282,7 @@ def train(cfg: PromptDistillConfig) -> RunResult:
             max_steps=cfg.max_steps,
             optim=cfg.optim,
             eval_every=cfg.eval_every,
+            evals=cfg.evals,
             seed=cfg.seed,
             run=dataclasses.replace(cfg.run, if_log_dir_exists="resume"),
         )
@@ -282,3 +290,4 @@ def train(cfg: PromptDistillConfig) -> RunResult:
         return sft_train(sft, build_data=build_data, extra_evaluators=(evaluator,))
     finally:
         teacher.close()
+        files.close()

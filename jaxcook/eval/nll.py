@@ -31,7 +31,7 @@ class NLLEvaluator:
             f"{self.name}/bpb": compute_bpb(logprobs, weights, targets, self.tokenizer),
         }
         with logtree.scope(f"{self.name}: held-out NLL over {len(self.data)} datums"):
-            logtree.table([{"metric": k, "value": v} for k, v in metrics.items()])
+            logtree.metrics_table(metrics)
             for i, datum in enumerate(self.data[: self.shown]):
                 with logtree.scope(f"datum {i}: target tokens shaded by loss weight", open=i == 0):
                     logtree.datum(datum, self.tokenizer)

@@ -113,7 +113,7 @@ class SamplingEvaluator:
         if not logtree.active():
             return
         with logtree.scope(f"eval/{self.cfg.metric_name}: {len(self.rows)} samples from {self.cfg.path}"):
-            logtree.table([{"metric": k, "value": v} for k, v in metrics.items()])
+            logtree.metrics_table(metrics)
             rows = []
             for record, ref, row in zip(self.records, self.references, self.rows, strict=True):
                 asked = record.messages[-1]["content"] if record.messages is not None else record.text

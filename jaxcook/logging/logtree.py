@@ -101,6 +101,11 @@ def table(rows: Sequence[Mapping[str, Any]], *, max_chars: int = 2000) -> None:
     _add(f"<table><tr>{head}</tr>{body}</table>")
 
 
+def metrics_table(metrics: Mapping[str, Any]) -> None:
+    """A two-column table (metric, value) of a metrics dict."""
+    table([{"metric": k, "value": v} for k, v in metrics.items()])
+
+
 def conversation(messages: Sequence[Mapping[str, Any]], *, max_chars: int = 20_000) -> None:
     if _STACK:
         _add("".join(_render_message(m, max_chars) for m in messages))

@@ -40,7 +40,7 @@ LOG_FILE = "logs.log"
 # one `check_log_dir(behavior="delete")` may remove.
 _RUN_MARKERS = (METRICS_FILE, LOG_FILE)
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_OUR_LOGGERS = ("jaxcook", "recipes", "__main__")
+_OUR_LOGGERS = ("jaxcook", "__main__")
 
 logger = logging.getLogger(__name__)
 

@@ -3,13 +3,15 @@
 Each test datum trains exactly one token, the verdict ("A" or "B"). The model is right on a
 datum when its log-probability of the true verdict exceeds that of the other one at the same
 position (a datum labelled Tie is compared against both and counted right only if it beats both).
-With `groups` (a name per datum), the accuracy of each group is reported too.
+With `groups` (a name per datum), the accuracy of each group is reported too. In an active log
+tree (a run's eval report), the first `report_rows` verdicts are listed with both log-probs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from jaxcook.logging import logtree
 from jaxcook.types import Datum
 
 
@@ -22,13 +24,14 @@ class LabelAccuracyEvaluator:
         batch_size: int = 16,
         name: str = "test",
         groups: list[str] | None = None,
+        report_rows: int = 8,
     ):
         if not data:
             raise ValueError("LabelAccuracyEvaluator needs at least one datum")
         if groups is not None and len(groups) != len(data):
             raise ValueError(f"{len(groups)} groups for {len(data)} datums")
         self.groups = groups
-        self.batch_size, self.name = batch_size, name
+        self.batch_size, self.name, self.report_rows = batch_size, name, report_rows
         self.labels = {k: v for k, v in label_token_ids.items() if k in ("A", "B")}
         # One forward per datum: soft targets [T, K], column 0 the true verdict and the others the
         # alternatives (repeated to a common K), weighted only at the verdict's position.
@@ -65,4 +68,18 @@ class LabelAccuracyEvaluator:
             for g in sorted(set(self.groups)):
                 hits = [r for r, gg in zip(right, self.groups, strict=True) if gg == g]
                 out[f"{self.name}/label_accuracy/{g}"] = float(np.mean(hits))
+        with logtree.scope(f"{self.name}: reward-model verdicts on {len(right)} held-out comparisons"):
+            logtree.metrics_table(out)
+            logtree.table(
+                [
+                    {
+                        "datum": i,
+                        "group": self.groups[i] if self.groups is not None else "",
+                        "logp_true_verdict": float(lp[pos, 0]),
+                        "logp_other_verdict": float(np.max(lp[pos, 1:])),
+                        "right": r,
+                    }
+                    for i, (lp, (_, pos), r) in enumerate(zip(outs, self.items, right, strict=True))
+                ][: self.report_rows]
+            )
         return out

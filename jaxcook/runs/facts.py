@@ -28,6 +28,38 @@ def normalize_path(path: str) -> str:
     return path if "://" in path else os.path.realpath(os.path.expanduser(path))
 
 
+def checkpoints_of(log_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of a run's checkpoints: its folders `checkpoints/<step>`, or for a URL log dir
+    its committed steps (`jaxcook.remote_checkpoints`), as URLs."""
+    from jaxcook.storage import is_remote
+
+    if is_remote(log_dir):
+        from jaxcook.remote_checkpoints import RemoteCheckpoints
+        from jaxcook.storage import RemoteDir
+
+        remote = RemoteDir(log_dir)
+        try:
+            checkpoints = RemoteCheckpoints(remote)
+            return [(step, checkpoints.url(step)) for step in checkpoints.committed()]
+        finally:
+            remote.close()
+    folder = Path(log_dir) / "checkpoints"
+    steps = sorted(int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
+    return [(step, normalize_path(str(folder / str(step)))) for step in steps]
+
+
+def log_dir_exists(log_dir: str) -> bool:
+    from jaxcook.storage import RemoteDir, is_remote
+
+    if not is_remote(log_dir):
+        return Path(log_dir).exists()
+    remote = RemoteDir(log_dir)
+    try:
+        return remote.exists()
+    finally:
+        remote.close()
+
+
 def base_model_of(config: dict) -> str | None:
     model = config.get("model")
     if isinstance(model, dict):

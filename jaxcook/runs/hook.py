@@ -26,7 +26,9 @@ from pathlib import Path
 from jaxcook.runs.facts import (
     base_model_of,
     checkpoint_sha256,
+    checkpoints_of,
     dataset_of,
+    log_dir_exists,
     normalize_path,
     parents_of,
     summarize,
@@ -55,11 +57,8 @@ class Record:
         if self.registry is None:
             return
         try:
-            checkpoints = Path(self.log_dir or result.log_dir) / "checkpoints"
             final = normalize_path(result.final_checkpoint) if result.final_checkpoint else None
-            steps = sorted(int(p.name) for p in checkpoints.glob("*") if p.is_dir() and p.name.isdigit())
-            for step in steps:
-                path = normalize_path(str(checkpoints / str(step)))
+            for step, path in checkpoints_of(self.log_dir or result.log_dir):  # a folder or a URL
                 if path != final:
                     self.registry.add_checkpoint(
                         self.run_id, path, step=step, sha256=checkpoint_sha256(path), final=False
@@ -148,7 +147,7 @@ def _resumed_run(registry: RunRegistry, recipe: str, log_dir: str | None, config
     log dir is to be deleted."""
     run = config.get("run")
     policy = run.get("if_log_dir_exists") if isinstance(run, dict) else config.get("log_dir_behavior")
-    if log_dir is None or policy == "delete" or not Path(log_dir).exists():
+    if log_dir is None or policy == "delete" or not log_dir_exists(log_dir):
         return None
     previous = registry.runs(recipe=recipe, log_dir=log_dir)
     return previous[0]["id"] if previous else None

@@ -7,6 +7,8 @@ from one `compute_logprobs_many` per batch (the local backend runs the trainer's
 snapshot, sharing the frozen base: no second copy of it);
 the policy's from one jitted forward/backward of the `dpo` loss over chosen and rejected
 sequences together (`L = mean_pairs -log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r)))`).
+Each eval writes `log_dir/reports/eval_<step>.html`: the first `report_pairs` held-out pairs with
+their chosen / rejected log-probs under the policy and the reference, and the margin.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jaxcook.data.accounting import batch_with_counts
+from jaxcook.logging import logtree, trace
 from jaxcook.run_result import RunResult
 from jaxcook.types import Datum, ModelInput
 from jaxcook.workflows.common import ModelOptions, make_setup
+from jaxcook.workflows.evals import check_evals, evals_field, run_evaluators, sampling_evaluators
 from jaxcook.workflows.options import OptimConfig, RunOptions
 from jaxcook.workflows.training_run import TrainingRun
 
@@ -37,6 +41,8 @@ class DPOConfig:
     max_steps: int | None = 40  # None = every batch of every epoch
     optim: OptimConfig = OptimConfig(learning_rate=1e-4)
     eval_every: int = 10
+    evals: tuple[str, ...] = evals_field()  # sampling evals beside the DPO ones (jaxcook.workflows.evals)
+    report_pairs: int = 4  # held-out pairs shown with their log-prob margins in each eval report
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/dpo")
 
@@ -66,28 +72,75 @@ def with_reference(reference, data: list[Datum]) -> list[Datum]:
 
 
 class DPOEvaluator:
-    """Held-out DPO metrics (`test/dpo_loss`, `test/accuracy`, ...) under the current weights."""
+    """Held-out DPO metrics (`test/dpo_loss`, `test/accuracy`, ...) under the current weights; in an
+    active log tree, the first `report_pairs` pairs with their log-probs (needs `tokenizer`)."""
 
-    def __init__(self, pairs: list[Datum], *, beta: float, batch_pairs: int, name: str = "test"):
+    def __init__(
+        self,
+        pairs: list[Datum],
+        *,
+        beta: float,
+        batch_pairs: int,
+        name: str = "test",
+        tokenizer=None,
+        report_pairs: int = 0,
+    ):
         self.pairs, self.beta, self.batch, self.name = pairs, beta, 2 * batch_pairs, name
+        self.tokenizer, self.report_pairs = tokenizer, report_pairs if tokenizer is not None else 0
 
     def __call__(self, client) -> dict[str, float]:
         totals: dict[str, float] = {}
-        count = 0
+        count, rows = 0, []
         for i in range(0, len(self.pairs), self.batch):
             chunk = self.pairs[i : i + self.batch]
-            m = client.forward(chunk, "dpo", {"beta": self.beta}).result().metrics
+            out = client.forward(chunk, "dpo", {"beta": self.beta}).result()
             n = len(chunk) // 2
             for k in DPO_METRICS:
-                totals[k] = totals.get(k, 0.0) + m[k] * n
+                totals[k] = totals.get(k, 0.0) + out.metrics[k] * n
             count += n
-        return {f"{self.name}/{k}": v / count for k, v in totals.items()}
+            if len(rows) < self.report_pairs and logtree.active():
+                rows += self._pair_rows(chunk, out.loss_fn_outputs, len(rows))
+        metrics = {f"{self.name}/{k}": v / count for k, v in totals.items()}
+        with logtree.scope(f"{self.name}: DPO metrics over {count} held-out pairs", open=True):
+            logtree.metrics_table(metrics)
+            logtree.table(rows[: self.report_pairs])
+        return metrics
+
+    def _pair_rows(self, chunk: list[Datum], outputs: list[dict], first: int) -> list[dict]:
+        """Per pair: the weighted completions, sum_t w_t log p_t under policy and reference, and
+        the margin beta * ((pi_c - ref_c) - (pi_r - ref_r)) the loss pushes up."""
+        import numpy as np
+
+        sides = []
+        for d, o in zip(chunk, outputs, strict=True):
+            w_T = np.asarray(d.loss_fn_inputs["weights"], np.float64)
+            targets = np.asarray(d.loss_fn_inputs["target_tokens"])
+            text = self.tokenizer.decode([int(t) for t in targets[w_T > 0]])
+            pi = float(np.sum(w_T * np.asarray(o["logprobs"], np.float64)))
+            ref = float(np.sum(w_T * np.asarray(d.loss_fn_inputs["ref_logprobs"], np.float64)))
+            sides.append((text, pi, ref))
+        rows = []
+        for k, (c, r) in enumerate(zip(sides[0::2], sides[1::2], strict=True)):
+            rows.append(
+                {
+                    "pair": first + k,
+                    "chosen": c[0],
+                    "rejected": r[0],
+                    "logp_chosen": c[1],
+                    "ref_chosen": c[2],
+                    "logp_rejected": r[1],
+                    "ref_rejected": r[2],
+                    "margin": self.beta * ((c[1] - c[2]) - (r[1] - r[2])),
+                }
+            )
+        return rows
 
 
 def train(cfg: DPOConfig) -> RunResult:
     from jaxcook.preference.dpo import check_pairs
     from jaxcook.preference.registry import get_preference_builder
 
+    sampling = check_evals(cfg.evals)  # a bad spec fails here, before the model loads
     setup = make_setup(cfg.model, max_length=cfg.max_length, batch_size=2 * cfg.batch_size, seed=cfg.seed)
     client = setup.client
     builder = get_preference_builder(cfg.dataset, **{"seed": cfg.seed, **cfg.dataset_options})
@@ -100,14 +153,26 @@ def train(cfg: DPOConfig) -> RunResult:
     # The reference is fixed before any checkpoint is restored: a sampling client of the
     # weights this run starts from (fresh LoRA: the base model, the adapters' B being zero).
     reference = client.save_weights_and_get_sampling_client()
-    evaluator = None
+    evaluators = sampling_evaluators(sampling, setup, data)
     if data.test:
         check_pairs(data.test)
-        evaluator = DPOEvaluator(
-            with_reference(reference, data.test), beta=cfg.dpo_beta, batch_pairs=cfg.batch_size
+        pairs = with_reference(reference, data.test)
+        evaluators.insert(
+            0,
+            DPOEvaluator(
+                pairs,
+                beta=cfg.dpo_beta,
+                batch_pairs=cfg.batch_size,
+                tokenizer=setup.tokenizer,
+                report_pairs=cfg.report_pairs,
+            ),
         )
 
-    run = TrainingRun(cfg.run, cfg, watched=("train/dpo_loss",))
+    def evaluate(client, step: int) -> dict[str, float]:
+        return run_evaluators(evaluators, client, run.log_dir, "dpo", step)
+
+    evaluator = evaluate if evaluators else None
+    run = TrainingRun(cfg.run, cfg, watched=("train/dpo_loss",))  # its timing spans -> log_dir/trace.json
     try:
         start, _ = run.resume(client)
         loop = {"renderer_name": setup.renderer_name}
@@ -115,7 +180,7 @@ def train(cfg: DPOConfig) -> RunResult:
             run.log({k: float(v) for k, v in data.stats.items()}, 0)
         _loop(cfg, run, client, data.train, reference, evaluator, start, total, n_batches, loop)
         if evaluator is not None:
-            run.log(evaluator(client), total)
+            run.log(evaluator(client, total), total)
         final = run.finish(total, client, loop)
     finally:
         run.close()
@@ -131,7 +196,7 @@ def _loop(cfg, run, client, train_data, reference, evaluator, start, total, n_ba
     epoch_set = None
     for step in range(start, total):
         if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
-            run.log(evaluator(client), step)
+            run.log(evaluator(client, step), step)
         epoch, i = divmod(step, n_batches)
         if epoch != epoch_set:
             train_data.set_epoch(epoch)
@@ -142,11 +207,13 @@ def _loop(cfg, run, client, train_data, reference, evaluator, start, total, n_ba
             run.log({"progress/skipped_batches": 1.0, **data_metrics}, step)
             continue
         check_pairs(batch)
-        batch = with_reference(reference, batch)
+        with trace.scope("dpo/reference_logprobs", step=step):
+            batch = with_reference(reference, batch)
         fb = client.forward_backward(batch, "dpo", {"beta": cfg.dpo_beta})
         opt = client.optim_step(cfg.optim.adam_params(step, total))
         out, optim_metrics = fb.result(), opt.result()
         tokens = sum(d.length for d in batch)
+        trace.record("dpo/step", t0, time.perf_counter(), step=step, tokens=tokens)
         metrics = {f"train/{k}": out.metrics[k] for k in DPO_METRICS}
         metrics.update(
             {

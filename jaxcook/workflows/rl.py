@@ -11,7 +11,10 @@ Three execution modes (`mode`):
 
 Per iteration it logs tinker-cookbook's metrics (`env/all/reward/total`, `env/all/correct`,
 `env/all/by_group/frac_mixed`, token counts, `optim/kl_sample_train_v1/v2`, `optim/entropy`,
-`time/*`) and writes an HTML report of a few sampled groups to `log_dir/reports/`.
+`time/*`) and writes an HTML report of a few sampled groups to `log_dir/reports/`; each eval (the
+env's test set, `evals=` sampling evals, a caller's `extra_evaluators`) writes
+`reports/eval_<step>.html`, and the run's spans (`rl/step`, `rl/sampling`, `rl/train`, `rl/eval`)
+go to `log_dir/trace.json`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jaxcook.logging import trace
 from jaxcook.rl import compute_trajectory_metrics, do_batch_rollout
 from jaxcook.rl.rollouts import FailFast, MinViableGroup, RetryOnFailure, RolloutConfig
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions, make_setup
+from jaxcook.workflows.evals import check_evals, eval_report, evals_field, sampling_evaluators
 from jaxcook.workflows.options import OptimConfig, RunOptions
 from jaxcook.workflows.rl_train import groups_to_data, kl_shaper, reference_scorer, train_on_data
 from jaxcook.workflows.training_run import TrainingRun
@@ -84,6 +89,7 @@ class RLConfig:
     max_steps: int | None = 30  # iterations; None = every batch of the env dataset
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, lr_schedule="constant")
     eval_every: int = 10  # iterations; 0 = only at the start and the end
+    evals: tuple[str, ...] = evals_field()  # sampling evals beside the env's test set
     num_groups_to_log: int = 4  # groups per iteration in the HTML report
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/rl", save_every=10)
@@ -102,6 +108,11 @@ class RLContext:
     strategy: Any
     rollout_config: RolloutConfig
     total: int
+    evaluators: list = field(default_factory=list)  # evaluator(client) -> metrics, beside the env's
+
+    @property
+    def has_evals(self) -> bool:
+        return self.test is not None or bool(self.evaluators)
 
     @property
     def client(self):
@@ -117,6 +128,14 @@ class RLContext:
         return client, LocalTokenCompleter(client, self.cfg.max_tokens, t, seed=seed, context_window=window)
 
     def evaluate(self, step: int) -> dict[str, float]:
+        """The env's test set and the other evaluators; their samples go to `reports/eval_<step>.html`."""
+        with eval_report(self.run.log_dir, "rl", step):
+            metrics = self._test_set_metrics(step) if self.test is not None else {}
+            for evaluator in self.evaluators:
+                metrics.update(evaluator(self.client))
+        return metrics
+
+    def _test_set_metrics(self, step: int) -> dict[str, float]:
         from jaxcook.rl.evaluation import evaluate_rl_dataset
 
         sc, policy = self.sampler(step, temperature=self.cfg.eval_temperature)
@@ -203,9 +222,12 @@ def build_context(cfg: RLConfig, run: TrainingRun, setup, shapers=()) -> RLConte
     )
 
 
-def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
+def train(cfg: RLConfig, *, extra_shapers=(), extra_evaluators=()) -> RunResult:
     """Run RL. `extra_shapers`: factories `(ctx) -> shaper(data, meta) -> (data, metrics)` applied
-    after the KL penalty (on-policy distillation adds the teacher's reverse KL this way)."""
+    after the KL penalty (on-policy distillation adds the teacher's reverse KL this way).
+    `extra_evaluators`: factories `(ctx) -> evaluator(client) -> metrics`, made after the shapers,
+    run at every eval (the first and last iteration, and every `eval_every`)."""
+    sampling = check_evals(cfg.evals)  # a bad spec fails here, before the model loads
     setup = make_setup(
         cfg.model, max_length=8192, batch_size=cfg.groups_per_batch * cfg.group_size, seed=cfg.seed
     )
@@ -213,7 +235,7 @@ def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
     # The KL reference is where this run starts (before any checkpoint is restored): a sampling
     # client of the initial weights (fresh LoRA: the base model, its adapters' B being zero).
     reference = client.save_weights_and_get_sampling_client() if cfg.kl_penalty_coef else None
-    run = TrainingRun(cfg.run, cfg, watched=("train/loss",))
+    run = TrainingRun(cfg.run, cfg, watched=("train/loss",))  # its timing spans -> log_dir/trace.json
     try:
         ctx = build_context(cfg, run, setup)
         if reference is not None:
@@ -225,6 +247,8 @@ def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
                 )
             )
         ctx.shapers.extend(make(ctx) for make in extra_shapers)
+        ctx.evaluators.extend(make(ctx) for make in extra_evaluators)
+        ctx.evaluators.extend(sampling_evaluators(sampling, setup))
         start, _ = run.resume(client)
         if cfg.mode == "async":
             from jaxcook.workflows.rl_async import async_loop
@@ -232,7 +256,7 @@ def train(cfg: RLConfig, *, extra_shapers=()) -> RunResult:
             async_loop(ctx, start)
         else:
             sync_loop(ctx, start)
-        if ctx.test is not None:
+        if ctx.has_evals:
             run.log(ctx.evaluate(ctx.total), ctx.total)
         final = run.finish(ctx.total, client, {"renderer_name": setup.renderer_name})
     finally:
@@ -249,7 +273,7 @@ def sync_loop(ctx: RLContext, start: int) -> None:
     progress = ProgressBar(ctx.total, start_step=start, desc=f"rl-{cfg.mode}")
     for step in range(start, ctx.total):
         t_iter = time.perf_counter()
-        if ctx.test is not None and (step == 0 or (cfg.eval_every and step % cfg.eval_every == 0)):
+        if ctx.has_evals and (step == 0 or (cfg.eval_every and step % cfg.eval_every == 0)):
             run.log(ctx.evaluate(step), step)
         builders = ctx.train.get_batch(step % len(ctx.train))
         sc, policy = ctx.sampler(step)
@@ -260,10 +284,12 @@ def sync_loop(ctx: RLContext, start: int) -> None:
 
                 groups, rollout_metrics, metrics = stream_iteration(ctx, builders, policy, step)
             else:
-                batch = asyncio.run(do_batch_rollout(builders, policy, ctx.strategy, ctx.rollout_config))
+                with trace.scope("rl/sampling", step=step):
+                    batch = asyncio.run(do_batch_rollout(builders, policy, ctx.strategy, ctx.rollout_config))
                 groups, rollout_metrics = batch.groups, batch.metrics
                 metrics = {"time/sampling_s": time.perf_counter() - t0}
-                metrics.update(ctx.train_on_groups(groups, step))
+                with trace.scope("rl/train", step=step):
+                    metrics.update(ctx.train_on_groups(groups, step))
         finally:
             sc.close()
         metrics.update(rollout_metrics)
@@ -279,6 +305,7 @@ def sync_loop(ctx: RLContext, start: int) -> None:
             }
         )
         run.log(metrics, step)
+        trace.record("rl/step", t_iter, time.perf_counter(), step=step, mode=cfg.mode)
         progress.update(step + 1, loss=metrics.get("env/all/reward/total"))
         run.maybe_save(step + 1, ctx.client, {"renderer_name": ctx.setup.renderer_name})
     progress.close()

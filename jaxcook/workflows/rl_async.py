@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from jaxcook.logging import trace
 from jaxcook.rl import compute_trajectory_metrics
 from jaxcook.rl.rollouts import GroupRolloutError, do_group_rollout, rollout_error_metrics
 from jaxcook.workflows.rl_train import _chunks, groups_to_data, numerics_metrics, submit_forward_backward
@@ -106,7 +107,8 @@ def stream_iteration(ctx, builders, policy, step: int):
             results.append(await next(arrivals))
             remaining -= 1
 
-    asyncio.run(main())
+    with trace.scope("rl/sampling_and_training", step=step):
+        asyncio.run(main())
     metrics["time/sampling_and_training_s"] = time.perf_counter() - t0
     groups = [r for r in results if not isinstance(r, GroupRolloutError)]
     return groups, rollout_error_metrics(results), metrics
@@ -251,11 +253,12 @@ def async_loop(ctx, start: int) -> None:
     try:
         for step in range(start, ctx.total):
             t_iter = time.perf_counter()
-            if ctx.test is not None and (step == 0 or (cfg.eval_every and step % cfg.eval_every == 0)):
+            if ctx.has_evals and (step == 0 or (cfg.eval_every and step % cfg.eval_every == 0)):
                 run.log(ctx.evaluate(step), step)
-            kept, versions, results, discarded = take_fresh_groups(
-                ready, slots, step, G, cfg.max_steps_off_policy
-            )
+            with trace.scope("rl/waiting_for_groups", step=step):
+                kept, versions, results, discarded = take_fresh_groups(
+                    ready, slots, step, G, cfg.max_steps_off_policy
+                )
             metrics = {
                 "time/waiting_for_groups_s": time.perf_counter() - t_iter,
                 "async/discarded_stale_groups": float(discarded),
@@ -263,7 +266,8 @@ def async_loop(ctx, start: int) -> None:
                 **staleness_metrics(versions, step),
                 **rollout_error_metrics(results),
             }
-            metrics.update(ctx.train_on_groups(kept, step))
+            with trace.scope("rl/train", step=step):
+                metrics.update(ctx.train_on_groups(kept, step))
             snapshots.publish(step + 1)
             metrics.update(compute_trajectory_metrics(kept))
             ctx.report(kept, step)
@@ -275,6 +279,7 @@ def async_loop(ctx, start: int) -> None:
                 }
             )
             run.log(metrics, step)
+            trace.record("rl/step", t_iter, time.perf_counter(), step=step, mode="async")
             progress.update(step + 1, loss=metrics.get("env/all/reward/total"))
             run.maybe_save(step + 1, ctx.client, {"renderer_name": ctx.setup.renderer_name})
     finally:

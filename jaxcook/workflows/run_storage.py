@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxcook.remote_checkpoints import RemoteCheckpoints
-from jaxcook.storage import RemoteDir, is_remote, local_path, reset_staging, staging_dir
+from jaxcook.storage import RemoteDir, is_remote, join, local_path, reset_staging, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,58 @@ class RunStorage:
 def _put_all(remote: RemoteDir, files: list[tuple[str, bytes]]) -> None:
     for rel, data in files:
         remote.put_bytes(rel, data)
+
+
+def apply_log_dir_policy(log_dir: str, behavior: str) -> None:
+    """`if_log_dir_exists` applied now, to a local folder or a URL (for a recipe that writes into its
+    log dir before the run opens it: a teacher, teacher answers)."""
+    from jaxcook.logging import check_log_dir
+
+    if not is_remote(log_dir):
+        check_log_dir(local_path(log_dir), behavior)
+        return
+    remote = RemoteDir(log_dir)
+    try:
+        _check_remote(remote, behavior)
+    finally:
+        remote.close()
+
+
+class PreRunFiles:
+    """Files a recipe keeps in its log dir but writes before the run opens it (teacher answers).
+
+    A local log dir holds them as they are. For a URL they live in a local folder of their own
+    (`staging_dir(<url>/pre_run)`, which the run's staging never resets): `fetch` downloads one
+    the remote log dir has, `write` writes it locally and uploads it at once, so a rerun finds it.
+    """
+
+    def __init__(self, log_dir: str):
+        self.remote = RemoteDir(log_dir) if is_remote(log_dir) else None
+        if self.remote is None:
+            self.dir = local_path(log_dir)
+        else:
+            self.dir = reset_staging(staging_dir(join(log_dir, "pre_run")))
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def fetch(self, name: str) -> Path:
+        """The local path of `name` (downloaded when only the remote log dir has it; may not exist)."""
+        path = self.dir / name
+        if self.remote is not None and not path.exists() and self.remote.exists(name):
+            self.remote.get_file(name, path)
+        return path
+
+    def write(self, name: str, data: bytes) -> Path:
+        path = self.dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        if self.remote is not None:
+            self.remote.put_bytes(name, data)
+        return path
+
+    def close(self) -> None:
+        if self.remote is not None:
+            self.remote.close()
 
 
 def open_run_storage(options) -> RunStorage:

@@ -8,7 +8,6 @@ Up to two steps are in flight: step s+1 is batched and submitted while step s co
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ import numpy as np
 
 from jaxcook.data.accounting import batch_with_counts
 from jaxcook.data.metrics import compute_mean_nll
-from jaxcook.logging import logtree, trace
+from jaxcook.logging import trace
 from jaxcook.run_result import RunResult
 from jaxcook.workflows.common import ModelOptions, make_setup
+from jaxcook.workflows.evals import check_evals, evals_field, run_evaluators, sampling_evaluators
 from jaxcook.workflows.options import OptimConfig, RunOptions
 from jaxcook.workflows.training_run import TrainingRun
 
@@ -38,8 +38,7 @@ class SupervisedConfig:
     optim: OptimConfig = OptimConfig(learning_rate=5e-4)
     eval_every: int = 20  # steps; 0 = only at the end
     eval_batch_size: int = 16
-    # sampling evals beside the NLL: "file.jsonl[:scorer+scorer][:key=value]" (jaxcook.eval.sampling_eval)
-    evals: tuple[str, ...] = ()
+    evals: tuple[str, ...] = evals_field()  # sampling evals beside the NLL (jaxcook.workflows.evals)
     seed: int = 0
     run: RunOptions = RunOptions(log_dir="runs/sft")
 
@@ -58,9 +57,8 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
     `extra_evaluators`: factories `(setup, data) -> evaluator`, where `evaluator(client) -> metrics`
     runs at each eval beside the held-out NLL."""
     from jaxcook.eval.nll import NLLEvaluator
-    from jaxcook.eval.sampling_eval import evaluator_factories
 
-    extra_evaluators = (*extra_evaluators, *evaluator_factories(cfg.evals))  # a bad spec fails here
+    sampling = check_evals(cfg.evals)  # a bad spec fails here, before the model loads
     setup = make_setup(
         cfg.model,
         max_length=cfg.max_length,
@@ -78,17 +76,14 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
         [NLLEvaluator(data.test, setup.tokenizer, batch_size=cfg.eval_batch_size)] if data.test else []
     )
     evaluators += [make(setup, data) for make in extra_evaluators]
+    evaluators += sampling_evaluators(sampling, setup, data)
 
     def evaluate(client, step: int) -> dict[str, float]:  # samples and scores also go to an HTML log tree
-        page = run.log_dir / "reports" / f"eval_{step:06d}.html"
-        with logtree.report(page, title=f"sft evals at step {step}"), trace.scope("sft/eval", step=step):
-            return {k: v for ev in evaluators for k, v in ev(client).items()}
+        return run_evaluators(evaluators, client, run.log_dir, "sft", step)
 
     evaluator = evaluate if evaluators else None
 
-    run = TrainingRun(cfg.run, cfg)
-    spans = contextlib.ExitStack()  # timing spans of the run -> log_dir/trace.json (Perfetto)
-    spans.enter_context(trace.tracing(run.log_dir / "trace.json"))
+    run = TrainingRun(cfg.run, cfg)  # its timing spans -> log_dir/trace.json
     try:
         start, _ = run.resume(client)
         loop = {"renderer_name": setup.renderer_name}
@@ -100,7 +95,6 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
         final = run.finish(total, client, loop)
     finally:
         run.close()
-        spans.close()
     return RunResult(metrics=run.history, final_checkpoint=str(final), log_dir=str(run.log_dir))
 
 

@@ -20,10 +20,14 @@ While the run is open, SIGTERM / SIGINT make the next `maybe_save` write a check
 `Preempted` (see `preemption.py`). A remote log dir (`s3://`, `gs://`) is written in a local
 staging copy (`run_storage.py`): each checkpoint the backend saved there is uploaded and
 committed (`jaxcook.remote_checkpoints`), and a resume fetches the newest committed one.
+
+While the run is open, every timing span (`jaxcook.logging.trace`) goes to `<log_dir>/trace.json`
+(a Chrome / Perfetto trace), written when the run closes (a resumed run writes its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jaxcook.logging import trace
 from jaxcook.workflows.options import RunOptions
 from jaxcook.workflows.preemption import Preempted, Preemption, resume_line
 from jaxcook.workflows.run_storage import open_run_storage
@@ -39,6 +44,7 @@ from jaxcook.workflows.run_storage import open_run_storage
 log = logging.getLogger(__name__)
 
 RECORDS = "checkpoints.jsonl"
+TRACE_FILE = "trace.json"
 
 
 class TrainingError(RuntimeError):
@@ -95,6 +101,8 @@ class TrainingRun:
         self._pending: list = []  # save futures not yet recorded
         self._lock = threading.Lock()
         self.preemption = Preemption().install()
+        self._spans = contextlib.ExitStack()  # the run's timing spans -> log_dir/trace.json on close
+        self._spans.enter_context(trace.tracing(self.log_dir / TRACE_FILE))
 
     def checkpoint_path(self, step: int) -> str:
         """Where the checkpoint of `step` is (or goes, on the local backend; its URL when remote)."""
@@ -274,6 +282,7 @@ class TrainingRun:
             if self.logger is not None:
                 self.logger.close()
                 self.logger = None
+            self._spans.close()  # before the storage closes: a remote log dir gets the trace too
             self.storage.close()
 
 

@@ -18,6 +18,7 @@ from jaxcook.sampling.completers import LocalTokenCompleter
 from jaxcook.types import AdamParams, Datum
 from jaxcook.workflows.common import ModelOptions, make_setup
 from jaxcook.workflows.rl_train import groups_to_data
+from tests.reports import eval_report, spans, steps
 
 TINY = ModelOptions(name="tiny-random-smollm2", lora=LoraConfig(rank=4))
 SMALL = {"tasks": ("chain_sum",), "n_per_task": 12, "test_size": 4}
@@ -114,3 +115,8 @@ def test_two_teachers_one_batch_student_as_teacher_has_zero_kl(tmp_path):
     assert abs(rows[1]["teacher_kl/dataset_1"]) > 1e-3
     assert result.final_checkpoint.endswith("checkpoints/2")
     assert json.loads((tmp_path / "run" / "distill_config.json").read_text())["kl_penalty_coef"] == 1.0
+    # trace: the RL iterations, the teachers' scoring of each batch, the two held-out evals
+    assert steps(tmp_path / "run", "rl/step") == [0, 1] and steps(tmp_path / "run", "rl/eval") == [0, 2]
+    assert len(spans(tmp_path / "run")["distill/teacher_logprobs"]) == 2
+    page = eval_report(tmp_path / "run", 2)
+    assert "test/teacher_kl over 8 held-out samples" in page and "<th>teacher_kl</th>" in page

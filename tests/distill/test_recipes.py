@@ -5,6 +5,7 @@ import json
 import pytest
 
 import jaxcook
+from tests.reports import eval_report, steps
 
 
 def rows(log_dir):
@@ -42,3 +43,6 @@ def test_prompt_distill_tiny_generates_answers_trains_and_evaluates(tmp_path):
     for key in ("test/criterion/boxed", "test/teacher_kl", "test/nll"):
         assert key in metrics[0] and key in metrics[-1]
     assert metrics[-1]["step"] == 2
+    assert steps(log_dir, "sft/step") == [0, 1] and steps(log_dir, "sft/eval") == [0, 2]
+    page = eval_report(log_dir, 2)
+    assert "the student&#x27;s answers to 4 held-out questions" in page and "<th>ahoy</th>" in page

@@ -6,9 +6,9 @@ import json
 import os
 
 import jaxcook
+from jaxcook.recipes.distill import finished_teacher
 from jaxcook.runs import RunRegistry
 from jaxcook.runs.facts import checkpoint_sha256
-from recipes.distill import finished_teacher
 
 
 def test_sft_checkpoints_are_registered_and_distill_finds_its_teacher_through_the_registry(tmp_path):

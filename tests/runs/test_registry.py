@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import jaxcook
+from jaxcook.recipes import RECIPES
 from jaxcook.runs import RegistryError, RunRegistry, registry_path
 from jaxcook.runs.facts import checkpoint_sha256, dataset_of, parents_of, summarize
-from recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[2]
 

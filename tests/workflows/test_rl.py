@@ -12,6 +12,7 @@ from jaxcook.rl.envs import registry
 from jaxcook.rl.envs.arithmetic import ArithmeticDatasetBuilder
 from jaxcook.rl.rollouts import GroupRolloutError
 from jaxcook.workflows.rl_async import take_fresh_groups
+from tests.reports import eval_report, steps
 
 
 def run_tiny(tmp_path, name="rl", **overrides):
@@ -32,6 +33,12 @@ def test_modes_train_and_log(tmp_path, mode):
         assert abs(row["optim/kl_sample_train_v1"]) < 1e-3  # the sampler's log-probs are the trainer's
     assert (tmp_path / "run" / "reports" / "iteration_000000.html").exists()
     assert "test/env/all/correct" in result.metrics[-1]
+    # the run's trace: one span per iteration and per eval (tiny: eval_every=2 of 3, and the end)
+    log_dir = tmp_path / "run"
+    assert steps(log_dir, "rl/step") == [0, 1, 2] and steps(log_dir, "rl/eval") == [0, 2, 3]
+    inner = {"sync": "rl/sampling", "stream": "rl/sampling_and_training", "async": "rl/waiting_for_groups"}
+    assert steps(log_dir, inner[mode]) == [0, 1, 2]
+    assert "rl evals at step 3" in eval_report(log_dir, 3)
 
 
 def test_async_never_trains_on_stale_groups(tmp_path):

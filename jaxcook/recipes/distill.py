@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
+import os
 
 from jaxcook.config_aliases import aliases
 from jaxcook.distill.on_policy import DistillDatasetConfig, OnPolicyConfig, train
@@ -80,7 +80,7 @@ def tiny() -> Config:
     )
 
 
-def finished_teacher(log_dir: Path, steps: int) -> str | None:
+def finished_teacher(log_dir: str | os.PathLike, steps: int) -> str | None:
     """The final checkpoint of a finished `steps`-step `sft` run in `log_dir`, found in the run
     registry and checked against its recorded sha256 (a local one); else None (an unfinished
     teacher is resumed by rerunning it)."""
@@ -118,13 +118,20 @@ def registered_teacher(run_id: str, like: ModelOptions) -> ModelOptions:
     return dataclasses.replace(model, load_checkpoint=final["path"], mesh=like.mesh)
 
 
+def teacher_log_dir(cfg: Config) -> str:
+    """Where the SFT teacher made for this run logs: `<log_dir>/teacher_sft` (a folder or a URL)."""
+    from jaxcook.storage import join
+
+    return join(cfg.run.log_dir, "teacher_sft")
+
+
 def make_teacher(cfg: Config) -> str:
     """Train (or reuse) the SFT teacher of the first dataset; returns its final checkpoint."""
     import jaxcook
     from jaxcook.workflows.supervised import SupervisedConfig
 
     first = cfg.datasets[0]
-    log_dir = Path(cfg.run.log_dir) / "teacher_sft"
+    log_dir = teacher_log_dir(cfg)
     if (done := finished_teacher(log_dir, cfg.teacher_sft_steps)) is not None:
         log.info("reusing the SFT teacher %s", done)
         return done
@@ -136,7 +143,7 @@ def make_teacher(cfg: Config) -> str:
         optim=OptimConfig(learning_rate=cfg.teacher_sft_learning_rate),
         eval_every=0,
         seed=cfg.seed,
-        run=RunOptions(log_dir=str(log_dir), save_every=0),
+        run=RunOptions(log_dir=log_dir, save_every=0),
     )
     return jaxcook.run_config("sft", sft).final_checkpoint
 
@@ -151,8 +158,8 @@ def with_teacher(cfg: Config, teacher: TeacherConfig) -> Config:
 
 
 def main(cfg: Config) -> RunResult:
-    from jaxcook.logging.run_dir import check_log_dir
     from jaxcook.runs.hook import resolved_config
+    from jaxcook.workflows.run_storage import apply_log_dir_policy
 
     first = cfg.datasets[0]
     if cfg.dataset is not None and cfg.dataset != first.dataset:
@@ -178,7 +185,7 @@ def main(cfg: Config) -> RunResult:
     given = cfg.teacher_model or cfg.teacher_run or teacher.model.load_checkpoint or teacher.system_prompt
     if cfg.teacher_sft_steps and given is None:
         # The teacher lives in the log dir: apply its exists-policy now, before the teacher is made.
-        check_log_dir(cfg.run.log_dir, cfg.run.if_log_dir_exists)
+        apply_log_dir_policy(cfg.run.log_dir, cfg.run.if_log_dir_exists)
         path = make_teacher(cfg)
         cfg = with_teacher(
             cfg, dataclasses.replace(teacher, model=dataclasses.replace(teacher.model, load_checkpoint=path))

@@ -23,13 +23,13 @@ import importlib.util
 from types import ModuleType
 
 RECIPES: dict[str, str] = {
-    "sft": "recipes.sft",
-    "rl": "recipes.rl",
-    "rl_multiturn": "recipes.rl_multiturn",
-    "dpo": "recipes.dpo",
-    "reward_model": "recipes.reward_model",
-    "distill": "recipes.distill",
-    "prompt_distill": "recipes.prompt_distill",
+    "sft": "jaxcook.recipes.sft",
+    "rl": "jaxcook.recipes.rl",
+    "rl_multiturn": "jaxcook.recipes.rl_multiturn",
+    "dpo": "jaxcook.recipes.dpo",
+    "reward_model": "jaxcook.recipes.reward_model",
+    "distill": "jaxcook.recipes.distill",
+    "prompt_distill": "jaxcook.recipes.prompt_distill",
 }
 
 TASK_ALIASES: dict[str, str] = {
