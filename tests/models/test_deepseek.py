@@ -242,3 +242,22 @@ def test_correction_bias_is_loaded_but_never_a_trainable_param(tmp_path):
     trained = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     assert any("mlp.gate.kernel" in p for p in trained)  # full fine-tuning trains nnx.Params
     assert not any("e_score_correction" in p for p in trained)
+
+
+@pytest.mark.slow
+def test_remat_gradient_equals_plain_gradient(tmp_path):
+    """`remat=True` (the dense prefix rematerialised too) changes no gradient."""
+    save_random_hf(tmp_path, "deepseek_v3")
+    graphdef, state = nnx.split(load(str(tmp_path), tokenizer=False).model)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 128, (2, 12)))
+    positions = jnp.broadcast_to(jnp.arange(12), (2, 12))
+
+    def loss(state, remat):
+        h = nnx.merge(graphdef, state)(tokens, positions, jnp.ones_like(tokens), remat=remat)
+        return jnp.sum(h * h)
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    plain, remat = jax.tree.leaves(grad(state, False)), jax.tree.leaves(grad(state, True))
+    assert any(float(jnp.abs(g).max()) > 0 for g in plain)
+    for want, got in zip(plain, remat, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
