@@ -23,6 +23,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "qwen3_moe": {"architecture": "Qwen3MoeForCausalLM", "qkv_bias": False, "qk_norm": True},
     "gemma3_text": {"architecture": "Gemma3ForCausalLM", "qkv_bias": False, "qk_norm": True},
     "gpt_oss": {"architecture": "GptOssForCausalLM", "qkv_bias": True, "qk_norm": False},
+    "deepseek_v3": {"architecture": "DeepseekV3ForCausalLM", "qkv_bias": False, "qk_norm": False},
+    # Kimi K2 ships a DeepSeek V3 config under its own model_type (exported as deepseek_v3)
+    "kimi_k2": {"architecture": "DeepseekV3ForCausalLM", "qkv_bias": False, "qk_norm": False},
 }
 LAYER_TYPES = ("full_attention", "sliding_attention")
 ROPE_TYPES = ("default", "llama3", "linear", "yarn")
@@ -47,17 +50,48 @@ class MoeConfig:
     aux_loss_coef: float = 0.0
     # "qwen3": softmax, then top-k; SwiGLU experts. "gpt_oss": top-k logits, then softmax;
     # biased experts with GPT-OSS's clamped GLU (`swiglu_alpha`, `swiglu_limit`).
+    # "deepseek_v3": sigmoid scores, group-limited top-k on scores + correction bias, weights
+    # times `routed_scaling_factor`, plus `shared_experts` always-on experts (`deepseek.py`).
     style: str = "qwen3"
     swiglu_alpha: float = 1.702
     swiglu_limit: float = 7.0
+    n_group: int = 1
+    topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    shared_experts: int = 0
 
     def __post_init__(self):
-        if self.style not in ("qwen3", "gpt_oss"):
+        if self.style not in ("qwen3", "gpt_oss", "deepseek_v3"):
             raise ConfigError(f"unsupported MoE style {self.style!r}")
+        if self.num_experts % self.n_group or not 0 < self.topk_group <= self.n_group:
+            raise ConfigError(
+                f"n_group={self.n_group} must divide n_routed_experts={self.num_experts} and "
+                f"topk_group={self.topk_group} be in [1, n_group]"
+            )
+        if self.top_k > self.topk_group * (self.num_experts // self.n_group):
+            raise ConfigError(
+                f"num_experts_per_tok={self.top_k} exceeds the experts of topk_group={self.topk_group} groups"
+            )
         if not 0 < self.top_k <= self.num_experts:
             raise ConfigError(
                 f"num_experts_per_tok={self.top_k} must be in [1, num_experts={self.num_experts}]"
             )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlaConfig:
+    """Multi-head latent attention (DeepSeek V3, `mla.py`): queries through a rank-`q_lora_rank`
+    bottleneck (None: a full `q_proj`), keys and values from a shared rank-`kv_lora_rank` latent;
+    heads of `qk_nope_head_dim` + `qk_rope_head_dim` (rope on the second part only) for queries
+    and keys, `v_head_dim` for values. `rope_interleave`: the rope dimensions come in (even, odd)
+    pairs, as DeepSeek's checkpoints store them."""
+
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    rope_interleave: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +119,8 @@ class ModelConfig:
     layer_types: tuple[str, ...] | None = None  # per layer, from LAYER_TYPES; None: all full
     local_rope_theta: float | None = None  # rope base of sliding layers (Gemma 3), else rope_theta
     moe: MoeConfig | None = None
+    mla: MlaConfig | None = None  # multi-head latent attention instead of (grouped-query) attention
+    first_dense_layers: int = 0  # layers with the dense MLP before the MoE ones (DeepSeek V3)
     norm_offset: float = 0.0  # RMSNorm scales by (offset + weight): Gemma stores weight - 1
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
     sandwich_norm: bool = False  # norms after attention and MLP too (Gemma)
@@ -101,6 +137,11 @@ class ModelConfig:
                 f"num_attention_heads={self.num_heads} is not a multiple of "
                 f"num_key_value_heads={self.num_kv_heads}"
             )
+        if self.first_dense_layers and not (self.moe and 0 < self.first_dense_layers < self.num_layers):
+            raise ConfigError(
+                f"first_k_dense_replace={self.first_dense_layers} needs a MoE model with more than "
+                f"that many layers (num_hidden_layers={self.num_layers})"
+            )
         rope_type = (self.rope_scaling or {}).get("rope_type", "default")
         if rope_type not in ROPE_TYPES:
             raise ConfigError(f"unsupported rope_scaling.rope_type {rope_type!r}; supported: {ROPE_TYPES}")
@@ -114,6 +155,11 @@ class ModelConfig:
                 raise ConfigError(f"unsupported layer_types {bad}; supported: {LAYER_TYPES}")
             if "sliding_attention" in self.layer_types and not self.sliding_window:
                 raise ConfigError("layer_types has sliding_attention layers but sliding_window is not set")
+
+    @property
+    def stacked_layers(self) -> int:
+        """Layers in the decoder's scanned stack: all but the dense prefix (`first_dense_layers`)."""
+        return self.num_layers - self.first_dense_layers
 
     def sliding_layers(self) -> tuple[bool, ...]:
         """Per layer: whether it attends over a sliding window."""

@@ -1,16 +1,21 @@
-"""The decoder (Llama 3.x, Qwen2, Qwen3, SmolLM2, Mistral, Qwen3-MoE, Gemma 3, GPT-OSS) in Flax NNX.
+"""The decoder (Llama 3.x, Qwen2, Qwen3, SmolLM2, Mistral, Qwen3-MoE, Gemma 3, GPT-OSS, DeepSeek
+V3 / Kimi K2) in Flax NNX.
 
 Family differences are config switches: a sparse MLP (`cfg.moe`, see `moe.py`), sliding-window
 layers (`cfg.sliding_window`, `cfg.layer_types`; each layer picks its kind's rope and mask from
 `attention_inputs`), Gemma's scaled embedding, (1 + w) norms and sandwich norms, GPT-OSS's
-attention sinks and its MLP (`gpt_oss.py`).
+attention sinks and its MLP (`gpt_oss.py`), DeepSeek's latent attention (`cfg.mla`, `mla.py`)
+and MoE (`deepseek.py`).
 
 Layers are stacked (every layer parameter has a leading `layers` axis) and applied with
-`lax.scan`, so a 30-layer model compiles one layer body. The forward returns final-norm hidden
-states; `unembed` turns (a chunk of) them into logits, so training never has to hold
-full-vocabulary logits for a whole batch.
+`lax.scan`, so a 30-layer model compiles one layer body. DeepSeek's first
+`cfg.first_dense_layers` layers have a dense MLP instead of the MoE: they are `dense_layers`,
+unstacked and applied one by one before the scan (1 to 3 layers in the released checkpoints).
+The forward returns final-norm hidden states; `unembed` turns (a chunk of) them into logits, so
+training never has to hold full-vocabulary logits for a whole batch.
 
-KV cache: `init_cache` returns `{"k", "v": [L, B, S, K, D], "segment_ids": [B, S], "index": ()}`.
+KV cache: `init_cache` returns `{"k", "v": [L, B, S, K, D], "segment_ids": [B, S], "index": ()}`
+(latent attention: `k` the kv latents [L, B, S, 1, r], `v` the rope keys [L, B, S, 1, dr]).
 A call with a cache writes its T new keys/values at slots `index .. index+T` and attends over
 the cache with the same segment rule as training (`attention.attention_mask`). Prefill and
 single-step decode are the same call with T = prompt length or 1.
@@ -26,9 +31,11 @@ from jaxcook.lora import LoraConfig
 from jaxcook.models import moe as moe_lib
 from jaxcook.models.attention import attention_mask, gqa_attention
 from jaxcook.models.config import ModelConfig
+from jaxcook.models.deepseek import DeepseekMoE
 from jaxcook.models.fused import swiglu
 from jaxcook.models.gpt_oss import GptOssMoE, Sinks
 from jaxcook.models.layers import Embed, Linear, LoraAdapter, RMSNorm
+from jaxcook.models.mla import MLAttention
 from jaxcook.models.moe import MoE
 from jaxcook.models.rope import apply_rope, attention_factor, inverse_frequencies, rope_cos_sin
 
@@ -89,14 +96,20 @@ class MLP(nnx.Module):
         return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
+MOE_BLOCKS = {"qwen3": MoE, "gpt_oss": GptOssMoE, "deepseek_v3": DeepseekMoE}  # by `MoeConfig.style`
+
+
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, lora: LoraConfig | None, param_dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: ModelConfig, *, lora: LoraConfig | None, param_dtype, rngs: nnx.Rngs, dense: bool = False
+    ):
+        """`dense`: the dense MLP even in a MoE model (DeepSeek's first layers)."""
         alpha = lora.alpha if lora else None
         attn_rank = lora.rank if lora and lora.train_attn else 0
         mlp_rank = lora.rank if lora and lora.train_mlp else 0
         norm = dict(eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=param_dtype)
         self.input_layernorm = RMSNorm(cfg.hidden_size, **norm)
-        self.self_attn = Attention(
+        self.self_attn = (Attention if cfg.mla is None else MLAttention)(
             cfg, lora_rank=attn_rank, lora_alpha=alpha, param_dtype=param_dtype, rngs=rngs
         )
         # Llama: the norm before the MLP. Gemma (sandwich): the norm after attention, with two
@@ -105,10 +118,10 @@ class Block(nnx.Module):
         self.pre_feedforward_layernorm = RMSNorm(cfg.hidden_size, **norm) if cfg.sandwich_norm else None
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, **norm) if cfg.sandwich_norm else None
         mlp = dict(lora_rank=mlp_rank, lora_alpha=alpha, param_dtype=param_dtype, rngs=rngs)
-        if cfg.moe is None:
+        if cfg.moe is None or dense:
             self.mlp = MLP(cfg, **mlp)
         else:
-            self.mlp = (GptOssMoE if cfg.moe.style == "gpt_oss" else MoE)(cfg.moe, cfg.hidden_size, **mlp)
+            self.mlp = MOE_BLOCKS[cfg.moe.style](cfg.moe, cfg.hidden_size, **mlp)
 
     def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None, *, valid=None):
         """(x, new_kv); with `valid` [B, T] (a MoE block), (x, new_kv, router stats)."""
@@ -139,10 +152,14 @@ class Decoder(nnx.Module):
             cfg.vocab_size, cfg.hidden_size, scaled=cfg.embed_scale, param_dtype=param_dtype, rngs=rngs
         )
 
-        @nnx.split_rngs(splits=cfg.num_layers)
+        block = dict(lora=lora, param_dtype=param_dtype)
+        dense = [Block(cfg, **block, rngs=rngs, dense=True) for _ in range(cfg.first_dense_layers)]
+        self.dense_layers = nnx.List(dense) if dense else None
+
+        @nnx.split_rngs(splits=cfg.stacked_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def make_layers(rngs):
-            return Block(cfg, lora=lora, param_dtype=param_dtype, rngs=rngs)
+            return Block(cfg, **block, rngs=rngs)
 
         self.layers = make_layers(rngs)
         self.norm = RMSNorm(
@@ -217,13 +234,20 @@ class Decoder(nnx.Module):
         T = tokens_BT.shape[1]
         x_BTD = self.embed_tokens(tokens_BT).astype(self.param_dtype)
         graphdef, layer_state = nnx.split(self.layers)
-        layers_L = jnp.arange(cfg.num_layers)
+        layers_L = jnp.arange(cfg.first_dense_layers, cfg.num_layers)  # the stack's layer ids
 
         if cache is None:
             slots_T = jnp.arange(T)
             inputs = self.attention_inputs(positions_BT, slots_T, slots_T, segment_ids_BT, segment_ids_BT)
             aux = cfg.moe is not None and (return_aux or cfg.moe.aux_loss_coef > 0)
             valid_BT = segment_ids_BT != 0
+            for i, dense_block in enumerate(self.dense_layers or ()):
+                block_def, block_state = nnx.split(dense_block)
+
+                def apply(x, state, i=i, block_def=block_def):
+                    return nnx.merge(block_def, state)(x, *self.layer_inputs(inputs, i))[0]
+
+                x_BTD = (jax.checkpoint(apply) if remat else apply)(x_BTD, block_state)
 
             def body(x, xs):
                 state, layer = xs
@@ -250,6 +274,12 @@ class Decoder(nnx.Module):
         inputs = self.attention_inputs(
             positions_BT, index + jnp.arange(T), jnp.arange(S), segment_ids_BT, k_seg_BS
         )
+        k_all, v_all = cache["k"], cache["v"]
+        for i, dense_block in enumerate(self.dense_layers or ()):
+            x_BTD, (k_new, v_new) = dense_block(
+                x_BTD, *self.layer_inputs(inputs, i), (k_all[i], v_all[i]), index
+            )
+            k_all, v_all = k_all.at[i].set(k_new), v_all.at[i].set(v_new)
 
         def cached_body(carry, xs):
             x, k_all, v_all = carry
@@ -261,9 +291,7 @@ class Decoder(nnx.Module):
             v_all = jax.lax.dynamic_update_index_in_dim(v_all, v_new, layer, 0)
             return (x, k_all, v_all), None
 
-        (x_BTD, k_all, v_all), _ = jax.lax.scan(
-            cached_body, (x_BTD, cache["k"], cache["v"]), (layer_state, layers_L)
-        )
+        (x_BTD, k_all, v_all), _ = jax.lax.scan(cached_body, (x_BTD, k_all, v_all), (layer_state, layers_L))
         new_cache = {"k": k_all, "v": v_all, "segment_ids": k_seg_BS, "index": index + T}
         return self.norm(x_BTD), new_cache
 
@@ -292,11 +320,19 @@ def _scaled(cos_sin, scaling):
     return cos_sin if factor == 1.0 else tuple(c * factor for c in cos_sin)
 
 
+def cache_dims(cfg: ModelConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(heads, width) of a layer's two cache arrays: keys and values, or with latent attention
+    the kv latent and the rope key, one head each (`mla.py`)."""
+    if cfg.mla is not None:
+        return (1, cfg.mla.kv_lora_rank), (1, cfg.mla.qk_rope_head_dim)
+    return (cfg.num_kv_heads, cfg.head_dim), (cfg.num_kv_heads, cfg.head_dim)
+
+
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    k_dims, v_dims = cache_dims(cfg)
     return {
-        "k": jnp.zeros(shape, dtype),
-        "v": jnp.zeros(shape, dtype),
+        "k": jnp.zeros((cfg.num_layers, batch, max_len, *k_dims), dtype),
+        "v": jnp.zeros((cfg.num_layers, batch, max_len, *v_dims), dtype),
         "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
     }

@@ -85,6 +85,10 @@ def wrap_source(cfg, source):
         from jaxcook.models.gpt_oss import GptOssSource
 
         return GptOssSource(source)
+    if cfg.moe is not None and cfg.moe.style == "deepseek_v3":
+        from jaxcook.models.deepseek import DeepseekSource
+
+        return DeepseekSource(source, cfg)
     if cfg.moe is not None:
         return ExpertSource(source, cfg.moe.num_experts)
     return source
@@ -94,6 +98,10 @@ def to_hf_layout(cfg, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Exported tensors (parameter-map names) in the family's checkpoint names."""
     if cfg.model_type == "gpt_oss":
         from jaxcook.models.gpt_oss import to_hf_names
+
+        return to_hf_names(tensors)
+    if cfg.moe is not None and cfg.moe.style == "deepseek_v3":
+        from jaxcook.models.deepseek import to_hf_names
 
         return to_hf_names(tensors)
     return split_experts(tensors) if cfg.moe is not None else tensors

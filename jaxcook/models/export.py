@@ -23,10 +23,9 @@ from jaxcook.models.params import export_tensors, hf_names
 
 def _adapters(model: Decoder):
     """Yield (hf_module_names, A [.., in, r], B [.., r, out], scale) for every adapter."""
-    n = model.config.num_layers
     for path, linear in iter_lora_linears(model):
         path = tuple(str(p) for p in path)
-        names, _ = hf_names((*path, "kernel"), n)
+        names, _ = hf_names((*path, "kernel"), model.config)
         a, b = np.asarray(jax.device_get(linear.lora_a[...])), np.asarray(jax.device_get(linear.lora_b[...]))
         yield [name[: -len(".weight")] for name in names], a, b, linear.lora_scale
     head = model.lm_head_lora

@@ -10,6 +10,8 @@ forward pass); anything else, or a supported field with an unsupported value, is
 - `qwen3_moe`: Qwen3 attention with a sparse MLP (softmax top-k routing) in every layer.
 - `gpt_oss`: biased attention with sinks, alternating sliding/full layers, YaRN rope, and its
   MoE (top-k logits then softmax; biased, clamped-GLU experts; see `gpt_oss.py`).
+- `deepseek_v3`, `kimi_k2`: latent attention, sigmoid group-limited routing with shared experts,
+  dense first layers (`deepseek_config.py`).
 - `gemma3_text`: scaled embeddings, (1 + w) RMSNorms, sandwich norms, q/k norms, a query
   scale of `query_pre_attn_scalar^-1/2`, GELU(tanh) MLP, and alternating sliding/full layers
   with their own rope bases.
@@ -332,15 +334,31 @@ def _int_if_whole(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x  # transformers types this field as int
 
 
+def read_deepseek_v3(hf: dict, source: str) -> dict[str, Any]:
+    from jaxcook.models.deepseek_config import read_deepseek_v3  # its own file (many fields)
+
+    return read_deepseek_v3(hf, source)
+
+
+def write_deepseek_v3(cfg) -> dict[str, Any]:
+    from jaxcook.models.deepseek_config import write_deepseek_v3
+
+    return write_deepseek_v3(cfg)
+
+
 READERS = {
     "mistral": read_mistral,
     "qwen3_moe": read_qwen3_moe,
     "gemma3_text": read_gemma3,
     "gpt_oss": read_gpt_oss,
+    "deepseek_v3": read_deepseek_v3,
+    "kimi_k2": read_deepseek_v3,
 }
 WRITERS = {
     "mistral": write_mistral,
     "qwen3_moe": write_qwen3_moe,
     "gemma3_text": write_gemma3,
     "gpt_oss": write_gpt_oss,
+    "deepseek_v3": write_deepseek_v3,
+    "kimi_k2": write_deepseek_v3,
 }

@@ -35,6 +35,11 @@ def set_matmul_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
     return model
 
 
+class Buffer(nnx.Variable):
+    """A checkpoint weight that is never trained (DeepSeek's router correction bias): not an
+    `nnx.Param`, so full fine-tuning leaves it be; loaded and exported like a parameter."""
+
+
 def param(value, names: tuple[str | None, ...], kind=nnx.Param):
     return kind(value, sharding_names=names, eager_sharding=False)
 

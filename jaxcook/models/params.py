@@ -17,22 +17,26 @@ from flax import nnx
 
 from jaxcook.models.config import ModelConfig
 from jaxcook.models.decoder import Decoder
-from jaxcook.models.layers import lora_a_init
+from jaxcook.models.layers import Buffer, lora_a_init
 from jaxcook.models.safetensors_source import WeightsError
 
 # HF buffers that are not parameters.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def hf_names(path: tuple[str, ...], num_layers: int) -> tuple[list[str], bool]:
+def hf_names(path: tuple[str, ...], cfg: ModelConfig) -> tuple[list[str], bool]:
     """HF tensor names for one of our parameter paths (one per layer if stacked), and whether
-    each HF tensor is transposed relative to ours."""
+    each HF tensor is transposed relative to ours. The stack holds the layers after the dense
+    prefix (`dense_layers.{i}`, HF layer i) when the config has one."""
     *mid, leaf = path
     suffix = "bias" if leaf == "bias" else "weight"
     transpose = leaf == "kernel"
     if mid and mid[0] == "layers":
         inner = ".".join(mid[1:])
-        return [f"model.layers.{i}.{inner}.{suffix}" for i in range(num_layers)], transpose
+        layers = range(cfg.first_dense_layers, cfg.num_layers)
+        return [f"model.layers.{i}.{inner}.{suffix}" for i in layers], transpose
+    if mid and mid[0] == "dense_layers":
+        return [f"model.layers.{mid[1]}.{'.'.join(mid[2:])}.{suffix}"], transpose
     if tuple(mid) == ("lm_head",):
         return ["lm_head.weight"], transpose
     return [f"model.{'.'.join(mid)}.{suffix}"], transpose
@@ -52,8 +56,9 @@ def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=N
     """Build a `Decoder` whose base weights come from `source` (names/shape/get in HF names).
 
     The model is first built abstractly (no memory), then each parameter is read, transposed,
-    stacked across layers and cast to `param_dtype` (default `default_param_dtype()`) one at a
-    time. With a `mesh`, each parameter goes straight into its target sharding
+    stacked across layers and cast to `param_dtype` (default `default_param_dtype()`; a
+    parameter the model builds in float32, DeepSeek's router, stays float32) one at a time.
+    With a `mesh`, each parameter goes straight into its target sharding
     (`engine.sharding.state_shardings`): `jax.make_array_from_callback` asks for every device's
     slice, and the source reads only that slice where its format allows (`get_slice`,
     safetensors) or one whole tensor at a time (GGUF, whose quantised blocks span rows), so
@@ -70,13 +75,13 @@ def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=N
     available = {n for n in source.names() if not n.endswith(IGNORED_SUFFIXES)}
     used: set[str] = set()
     for path, var in param_paths(state):
-        shape = tuple(var.get_value().shape)
+        shape, dtype = tuple(var.get_value().shape), var.get_value().dtype  # param_dtype, or f32 (router)
         target = shardings[tuple(_key(p) for p in path)] if shardings is not None else None
         if isinstance(var, nnx.LoRAParam):
             value = _init_adapter(path, shape, lora.seed)
             var.set_value(value if target is None else jax.device_put(value, _named(target)))
             continue
-        names, transpose = hf_names(path, cfg.num_layers)
+        names, transpose = hf_names(path, cfg)
         stacked = path[0] == "layers"
         per_layer = shape[1:] if stacked else shape
         expected = tuple(reversed(per_layer)) if transpose else per_layer
@@ -91,9 +96,9 @@ def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=N
             arrays = [source.get(n) for n in names]
             arrays = [w.T if transpose else w for w in arrays]
             value = np.stack(arrays) if stacked else arrays[0]
-            var.set_value(jnp.asarray(value, dtype=param_dtype))
+            var.set_value(jnp.asarray(value, dtype=dtype))
         else:
-            read = _SliceReader(source, names, transpose, stacked, np.dtype(param_dtype))
+            read = _SliceReader(source, names, transpose, stacked, np.dtype(dtype))
             var.set_value(_sharded_array(shape, _named(target), read))
     unexpected = available - used
     if cfg.tie_word_embeddings:
@@ -180,10 +185,10 @@ def export_tensors(model: Decoder) -> dict[str, np.ndarray]:
     """HF-named float arrays of the model's base weights (adapters excluded)."""
     cfg = model.config
     out: dict[str, np.ndarray] = {}
-    for path, var in param_paths(nnx.state(model, nnx.Param)):
+    for path, var in param_paths(nnx.state(model, (nnx.Param, Buffer))):
         if isinstance(var, nnx.LoRAParam):
             continue
-        names, transpose = hf_names(path, cfg.num_layers)
+        names, transpose = hf_names(path, cfg)
         value = np.asarray(jax.device_get(var.get_value()))
         slices = list(value) if path[0] == "layers" else [value]
         for name, w in zip(names, slices, strict=True):

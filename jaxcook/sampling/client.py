@@ -87,7 +87,7 @@ class LocalSamplingClient:
     def from_states(cls, graphdef, *states, **kwargs) -> LocalSamplingClient:
         """From a graphdef and the states that complete it (e.g. trainable + frozen)."""
         graph = weights_lib.graph_of(graphdef, *states)
-        L = graph.config.num_layers
+        L = graph.config.stacked_layers
         weights = weights_lib.merge_parts(*(weights_lib.part_of(s, L) for s in states))
         return cls(graph, weights, **kwargs)
 
@@ -120,10 +120,12 @@ class LocalSamplingClient:
         cached = _FROZEN_PARTS.get(tc)
         if cached is None or cached[0] is not tc.frozen:
             graph = weights_lib.graph_of(tc.graphdef, params, tc.frozen)
-            cached = (tc.frozen, graph, weights_lib.part_of(tc.frozen, graph.config.num_layers))
+            cached = (tc.frozen, graph, weights_lib.part_of(tc.frozen, graph.config.stacked_layers))
             _FROZEN_PARTS[tc] = cached
         _, graph, frozen_part = cached
-        weights = weights_lib.merge_parts(frozen_part, weights_lib.part_of(params, graph.config.num_layers))
+        weights = weights_lib.merge_parts(
+            frozen_part, weights_lib.part_of(params, graph.config.stacked_layers)
+        )
         kwargs.setdefault("tokenizer", tc.tokenizer)
         sc = cls(graph, weights, **kwargs)
         # `keep_params`: the trainable params also as trained (stacked, a second copy), for a scorer

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 
 from jaxcook.core.logprobs import chunked_target_logprobs
 from jaxcook.engine.sharding import activation_mesh, constrain
+from jaxcook.models.decoder import cache_dims
 from jaxcook.sampling.token_sampling import sample_tokens
 from jaxcook.sampling.weights import SamplerGraph, SamplerWeights
 
@@ -101,8 +102,10 @@ def forward(
     # (cos, sin, mask) per attention kind (full / sliding window), as in `Decoder.__call__`
     inputs = shell.attention_inputs(positions_BT, index + jnp.arange(T), jnp.arange(S), seg_q_BT, seg_k_BS)
     new_kv = []
+    k = cfg.first_dense_layers  # the dense prefix lives in the shell, unstacked (DeepSeek V3)
     for i in range(cfg.num_layers):
-        x_BTD, kv_i = graph.block_at(weights, i)(x_BTD, *shell.layer_inputs(inputs, i), kv[i], index)
+        block = shell.dense_layers[i] if i < k else graph.block_at(weights, i - k)
+        x_BTD, kv_i = block(x_BTD, *shell.layer_inputs(inputs, i), kv[i], index)
         new_kv.append(kv_i)
     return shell, shell.norm(x_BTD), tuple(new_kv)
 
@@ -137,8 +140,9 @@ def _hits_stop(token_R, recent_RQ, inputs: DecodeInputs):
 
 
 def kv_constrain(c_BSKD):
-    """A layer's cache: rows over the batch axes, kv heads over `tensor`."""
-    return constrain(c_BSKD, ("batch", None, "kv_heads", None))
+    """A layer's cache: rows over the batch axes, kv heads over `tensor` (a one-head cache, the
+    latents of latent attention, is whole on every `tensor` device)."""
+    return constrain(c_BSKD, ("batch", None, "kv_heads" if c_BSKD.shape[2] > 1 else None, None))
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -162,8 +166,9 @@ def _decode(graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inpu
     seg_PT = real_PT.astype(jnp.int32)
     positions_PT = jnp.where(real_PT, slot_T[None, :] - offset_P[:, None], 0)
     dtype = graph.shell(weights).param_dtype
-    empty = kv_constrain(jnp.zeros((P, T, cfg.num_kv_heads, cfg.head_dim), dtype))
-    kv_P = tuple((empty, empty) for _ in range(cfg.num_layers))
+    k_dims, v_dims = cache_dims(cfg)
+    empty = (kv_constrain(jnp.zeros((P, T, *k_dims), dtype)), kv_constrain(jnp.zeros((P, T, *v_dims), dtype)))
+    kv_P = tuple(empty for _ in range(cfg.num_layers))
     # Prefill attends over the T prompt slots only; the N generation slots are added after.
     shell, h_PTD, kv_P = forward(graph, weights, inputs.prompt_PT, positions_PT, seg_PT, kv_P, seg_PT, 0)
     seg_k_PS = jnp.concatenate([seg_PT, jnp.ones((P, N), jnp.int32)], axis=1)

@@ -81,9 +81,12 @@ def mesh_of(*states) -> Mesh | None:
 
 def unstack_layers(stacked: nnx.State | None, num_layers: int) -> tuple[nnx.State, ...]:
     """Per-layer copies of a stacked layer subtree ([L, ...] leaves -> L states of [...]); on a
-    mesh each layer keeps its stacked sharding minus the leading `layers` axis."""
+    mesh each layer keeps its stacked sharding minus the leading `layers` axis. `num_layers` is
+    the stack's length (`ModelConfig.stacked_layers`: a dense prefix stays in `top`)."""
     if stacked is None or not jax.tree.leaves(stacked):
         return tuple(nnx.State({}) for _ in range(num_layers))
+    if jax.tree.leaves(stacked)[0].shape[0] != num_layers:
+        raise ValueError(f"a stack of {jax.tree.leaves(stacked)[0].shape[0]} layers, not {num_layers}")
     if mesh_of(stacked) is None:
         return _unstack(stacked, num_layers)
 

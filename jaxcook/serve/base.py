@@ -109,7 +109,7 @@ class SharedBase:
     def _part(self):
         with self._lock:
             if self._sampler_part is None:
-                self._sampler_part = weights_lib.part_of(self.frozen, self.config.num_layers)
+                self._sampler_part = weights_lib.part_of(self.frozen, self.config.stacked_layers)
             return self._sampler_part
 
     def _graph(self, lora, graphdef, params):
@@ -130,7 +130,7 @@ class SharedBase:
         graph = self._graph(lora, graphdef, params)
         parts = [self._part()]
         if params is not None:
-            parts.append(weights_lib.part_of(params, self.config.num_layers))
+            parts.append(weights_lib.part_of(params, self.config.stacked_layers))
         return LocalSamplingClient(
             graph,
             weights_lib.merge_parts(*parts),

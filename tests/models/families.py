@@ -1,5 +1,6 @@
-"""Tiny random HF models of the families beyond the dense core (Mistral, Qwen3-MoE, Gemma 3),
-saved with transformers, plus padded and packed batches to compare logits on."""
+"""Tiny random HF models of the families beyond the dense core (Mistral, Qwen3-MoE, GPT-OSS,
+DeepSeek V3, Gemma 3), saved with transformers, plus padded and packed batches to compare logits
+on."""
 
 import numpy as np
 import pytest
@@ -55,6 +56,64 @@ CASES = {
             },
         ),
     ),
+    "deepseek_v3": (
+        "DeepseekV3Config",
+        "DeepseekV3ForCausalLM",
+        dict(
+            num_hidden_layers=3,
+            num_key_value_heads=4,
+            q_lora_rank=48,
+            kv_lora_rank=32,
+            qk_nope_head_dim=16,
+            qk_rope_head_dim=8,
+            v_head_dim=12,
+            moe_intermediate_size=32,
+            n_routed_experts=8,
+            n_shared_experts=1,
+            num_experts_per_tok=2,
+            n_group=4,
+            topk_group=2,
+            first_k_dense_replace=1,
+            routed_scaling_factor=2.5,
+            tie_word_embeddings=False,
+            max_position_embeddings=128,  # = factor x original context
+            # YaRN (original context shorter than the batch) with DeepSeek's softmax mscale
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 8.0,
+                "mscale": 1.0,
+                "mscale_all_dim": 0.7,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "original_max_position_embeddings": 16,
+                "rope_theta": 10000.0,
+            },
+        ),
+    ),
+    # full-rank queries, plain rope without interleaving, one expert group, unnormalised weights
+    "deepseek_v3_plain": (
+        "DeepseekV3Config",
+        "DeepseekV3ForCausalLM",
+        dict(
+            num_hidden_layers=2,
+            num_key_value_heads=4,
+            q_lora_rank=None,
+            kv_lora_rank=32,
+            qk_nope_head_dim=16,
+            qk_rope_head_dim=8,
+            v_head_dim=16,
+            moe_intermediate_size=32,
+            n_routed_experts=8,
+            n_shared_experts=2,
+            num_experts_per_tok=3,
+            n_group=1,
+            topk_group=1,
+            first_k_dense_replace=0,
+            norm_topk_prob=False,
+            rope_interleave=False,
+            tie_word_embeddings=False,
+        ),
+    ),
     "gemma3": (
         "Gemma3TextConfig",
         "Gemma3ForCausalLM",
@@ -87,6 +146,9 @@ def save_random_hf(folder, case, seed=0, **overrides):
                 p.normal_(0.0, 0.5)
             if name.endswith(("bias", "sinks")):  # GPT-OSS: biases and sinks start at zero
                 p.copy_(torch.randn_like(p) * 0.5)
+        for name, b in model.named_buffers():  # DeepSeek's routing bias (a buffer, zero at init)
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn_like(b) * 0.5)
     model.save_pretrained(folder)
     return model
 

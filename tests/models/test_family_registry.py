@@ -19,6 +19,8 @@ def test_every_family_has_entries_with_known_renderers():
         "mistralai/Mistral-7B-v0.3",
         "google/gemma-3-1b-pt",
         "openai/gpt-oss-20b",
+        "deepseek-ai/DeepSeek-V3.1",
+        "moonshotai/Kimi-K2-Thinking",
     }
     assert families <= set(HUB_ENTRIES)
     for name in HUB_ENTRIES:
@@ -32,6 +34,8 @@ def test_every_family_has_entries_with_known_renderers():
         ("Qwen/Qwen3-30B-A3B", "qwen3"),
         ("Qwen/Qwen3-30B-A3B-Instruct-2507", "qwen3_instruct"),
         ("openai/gpt-oss-20b", "gpt_oss_no_sysprompt"),
+        ("deepseek-ai/DeepSeek-V3.1", "deepseekv3"),
+        ("moonshotai/Kimi-K2-Thinking", "kimi_k2"),
     ],
 )
 def test_hub_id_picks_the_renderer_and_resolves_to_a_download(monkeypatch, tmp_path, name, renderer):
