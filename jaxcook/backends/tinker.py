@@ -115,7 +115,8 @@ class TinkerService:
         try:
             self.sdk = tinker.ServiceClient(base_url=self.base_url)
             # a missing or malformed key, or a URL that serves no Tinker API, fails here
-            capabilities = tinker.RestClient(base_url=self.base_url).get_server_capabilities().result()
+            self.rest = tinker.RestClient(base_url=self.base_url)
+            capabilities = self.rest.get_server_capabilities().result()
         except tinker.TinkerError as e:
             raise BackendError(f"backend.base_url {self.base_url}: {one_line(e)}") from None
         self.context_windows = {
@@ -199,7 +200,7 @@ class TinkerService:
 
         try:
             run_id = types.ParsedCheckpointTinkerPath.from_tinker_path(path).training_run_id
-            for c in self.sdk.create_rest_client().list_checkpoints(run_id).result().checkpoints:
+            for c in self.rest.list_checkpoints(run_id).result().checkpoints:
                 if c.tinker_path == path and c.user_metadata and META_KEY in c.user_metadata:
                     return json.loads(c.user_metadata[META_KEY])
         except Exception as e:  # noqa: BLE001 - the metadata is optional; the load itself is not
