@@ -12,7 +12,8 @@ String values by annotation: `int` ("12", "1e4" if integral), `float`, `bool` (t
 `tuple`/`list` (JSON `[1, 2]` or a comma list `1,2`), `dict` (JSON), `Callable`/`type[...]`
 ("package.module:attr" is imported), and `Any` (kept as the string). A nested dataclass field is
 changed key by key (`lora.rank=16`); `lora=none` sets an optional one to None, and a key under an
-optional one that is None starts from that class's defaults.
+optional one that is None starts from that class's defaults. A section whose class declares a
+`NAME_FIELD` takes a plain string as that field (`model.backend=tinker` is `model.backend.name`).
 
 A Python value that already has the annotated type is taken as is; a string given where another type
 is expected is parsed as on the command line. An unknown key is an error listing every valid key;
@@ -36,6 +37,7 @@ from jaxcook.config_values import (
     dataclass_in,
     field_hints,
     init_fields,
+    named_section,
     type_name,
 )
 
@@ -147,7 +149,15 @@ def _set_path(root, obj, parts: list[str], key: str, value, from_cli: bool):
         raise OverrideError(_unknown_key_message(root, key))
     hint = field_hints(type(obj))[name]
     if len(parts) == 1:
-        if not from_cli and isinstance(value, Mapping) and dataclass_in(hint) is not None:
+        section = named_section(hint, value)
+        if section is not None:  # `model.backend=tinker`: a string sets the section's name
+            current = getattr(obj, name)
+            base = current if current is not None else _default_instance(section, key)
+            try:
+                new = dataclasses.replace(base, **{section.NAME_FIELD: value})
+            except (TypeError, ValueError) as e:
+                raise OverrideError(f"{key}: {e}") from e
+        elif not from_cli and isinstance(value, Mapping) and dataclass_in(hint) is not None:
             current = getattr(obj, name)
             sub_cls = dataclass_in(hint)
             base = current if current is not None else _default_instance(sub_cls, key)

@@ -9,7 +9,9 @@ the ones that make sense for it to its own dotted keys in its module (`ALIASES =
     python scripts/train.py --recipe sft lora_rank=16 learning_rate=3e-4
 
 Rules:
-- A key that is a field of the config is that field; otherwise a mapped short name is its long key.
+- A key that is a field of the config is that field; otherwise a mapped short name is its long key,
+  and a dotted key under a short name is under its long key (`backend.base_url` is
+  `model.backend.base_url`).
   `model` is both a field (the `ModelOptions`) and a short name: a string is the model's name
   (`model.name`), a mapping or a `ModelOptions` is the field.
 - A short name the recipe does not map is an error listing the ones it does; a short name and its
@@ -38,6 +40,7 @@ SHORT_NAMES: dict[str, str] = {
     "max_length": "the longest training sequence, in tokens",
     "log_dir": "where the run writes its logs and checkpoints",
     "batches": "training iterations (each one batch of sampled groups)",
+    "backend": "where it trains: local, or tinker (any Tinker-API service; backend.base_url=URL)",
 }
 
 STANDARD: dict[str, str] = {
@@ -49,6 +52,7 @@ STANDARD: dict[str, str] = {
     "batch_size": "batch_size",
     "max_length": "max_length",
     "log_dir": "run.log_dir",
+    "backend": "model.backend",
 }
 
 # A long key whose value says what its options key means; changing it alone resets the options.
@@ -83,7 +87,10 @@ def resolve(cfg, items: list[tuple[str, Any, bool]], table: Mapping[str, str]) -
     out, given_as = [], {}
     for key, value, from_cli in items:
         long = key
-        if key in table and table[key] != key:
+        head, dot, rest = key.partition(".")
+        if dot and head in table and head not in fields:  # backend.base_url -> model.backend.base_url
+            long = f"{table[head]}.{rest}"
+        elif key in table and table[key] != key:
             is_field = key in fields
             nested = is_field and dataclass_in(hints[key]) is not None
             if not is_field or (nested and isinstance(value, str)):

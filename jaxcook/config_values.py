@@ -338,6 +338,15 @@ def dataclass_in(hint):
     return None
 
 
+def named_section(hint, value):
+    """The dataclass of `hint` when `value` is a string that names it: the class declares a
+    `NAME_FIELD` (`BackendConfig`: "tinker" is `BackendConfig(name="tinker")`), else None."""
+    cls = dataclass_in(hint)
+    if cls is not None and isinstance(value, str) and getattr(cls, "NAME_FIELD", None):
+        return cls
+    return None
+
+
 def build_dataclass(cls, data: Mapping[str, Any], prefix: str):
     if not isinstance(data, Mapping):
         raise OverrideError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
@@ -354,6 +363,8 @@ def build_dataclass(cls, data: Mapping[str, Any], prefix: str):
         sub_cls = dataclass_in(hint)
         if sub_cls is not None and isinstance(value, Mapping):
             kwargs[name] = build_dataclass(sub_cls, value, f"{key}.")
+        elif named_section(hint, value) is not None:  # a config.json of before the section
+            kwargs[name] = build_dataclass(sub_cls, {sub_cls.NAME_FIELD: value}, f"{key}.")
         else:
             kwargs[name] = coerce_value(hint, value, key, from_cli=False)
     try:

@@ -46,6 +46,7 @@ USER_ERRORS = (
     ("jaxcook.preference.dpo", "DPOPairError"),
     ("jaxcook.runs.registry", "RegistryError"),
     ("jaxcook.assets", "AssetError"),
+    ("jaxcook.backends", "BackendError"),  # backend=tinker: unreachable base_url, bad key, LoRA only
     ("jaxcook.workflows.training_run", "TrainingError"),  # non-finite loss: names the last good checkpoint
     ("builtins", "FileNotFoundError"),
 )

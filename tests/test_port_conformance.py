@@ -72,18 +72,19 @@ def test_the_proxy_refuses_what_the_port_lacks(monkeypatch):
 
 
 def test_every_recipe_config_carries_the_backend_option():
+    from jaxcook.backends import BackendConfig
     from jaxcook.recipes import RECIPES
 
     for name in RECIPES:
         cfg = jaxcook.make_config(name, tiny=True)
-        assert cfg.model.backend == "local", name
+        assert cfg.model.backend == BackendConfig(name="local"), name
         assert dataclasses.replace(cfg.model, backend="local") == cfg.model
 
 
 def test_an_unknown_backend_is_a_one_line_error_listing_the_valid_ones():
     from jaxcook.backends import make_service
 
-    with pytest.raises(ValueError, match=r"^model.backend: unknown backend 'tinkr'; valid: local$"):
+    with pytest.raises(ValueError, match=r"^model.backend: unknown backend 'tinkr'; valid: local, tinker$"):
         jaxcook.make_config("sft", tiny=True, overrides={"model.backend": "tinkr"})
-    with pytest.raises(ValueError, match=r"^unknown backend 'tinkr'; valid: local$"):
+    with pytest.raises(ValueError, match=r"^unknown backend 'tinkr'; valid: local, tinker$"):
         make_service("tinkr")

@@ -112,6 +112,7 @@ TINY_MODEL = "tiny-random-smollm2"
 SECTION = "tests/scripts/test_readme_section.py::test_readme_command"
 SERVE = "tests/serve/test_readme_restart.py::test_readme_commands_then_sigkill_restart_and_resume"
 TRAIN = ".venv/bin/python scripts/train.py --recipe"
+TINKER = "tests/backends/test_tinker_recipes.py::test_readme_command_trains_on_a_server"
 COVERED = {
     # Quick start (a fresh clone: .ci/run does exactly this)
     "python3 -m venv .venv": CI(),
@@ -153,6 +154,8 @@ COVERED = {
     "print(os.path.dirname(tinker_cookbook.__file__))')"
     '/example_data/conversations.jsonl" batch_size=16 learning_rate=3e-4 lora_rank=8 '
     "log_path=/tmp/cookbook-sft behavior_if_log_dir_exists=delete": By(SERVE),
+    # jaxcook's recipes on a Tinker-API service (tests/backends/test_tinker_recipes.py runs it on a server)
+    f"TINKER_API_KEY=tml-dummy {TRAIN} sft backend=tinker backend.base_url=http://127.0.0.1:8000": By(TINKER),
     # Run registry
     ".venv/bin/python -m jaxcook.runs list": RunsCli(expect="finished"),
     ".venv/bin/python -m jaxcook.runs show RUN_ID": RunsCli(expect="checkpoint step 1 (final)"),

@@ -1,7 +1,7 @@
 """Setup shared by the workflows: a backend's training client + tokenizer + renderer from a config.
 
-The backend (`model.backend`, default `local`) is chosen here and nowhere else; the workflows
-then talk to the client through `jaxcook.ports` only.
+The backend (`model.backend`, a `BackendConfig`, default `local`) is chosen here and nowhere
+else; the workflows then talk to the client through `jaxcook.ports` only.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from jaxcook.backends import check_backend, make_service
+from jaxcook.backends import BackendConfig, make_service
 from jaxcook.distributed_config import DistributedConfig
 from jaxcook.lora import LoraConfig
 from jaxcook.mesh_config import MeshConfig
@@ -21,7 +21,7 @@ class ModelOptions:
     """Which model to train and how: LoRA (or full fine-tuning with `lora=None`), dtype, devices."""
 
     name: str = "smollm2-135m-instruct"
-    backend: str = "local"  # see jaxcook.backends.BACKENDS
+    backend: BackendConfig = BackendConfig()  # `backend=tinker`: jaxcook.backends
     renderer: str | None = None  # None = the model's recommended renderer
     lora: LoraConfig | None = LoraConfig(rank=32)
     # base weights (auto: bf16 on GPU/TPU, f32 on CPU); adapters and Adam stay f32
@@ -35,7 +35,8 @@ class ModelOptions:
     load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer
 
     def __post_init__(self):
-        check_backend(self.backend)
+        if isinstance(self.backend, str):  # ModelOptions(backend="local"): the backend's name
+            object.__setattr__(self, "backend", BackendConfig(name=self.backend))
 
 
 def renderer_name_for(options: ModelOptions) -> str:
