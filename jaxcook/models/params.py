@@ -120,8 +120,9 @@ def _sharded_array(shape, sharding, read) -> jax.Array:
     copying it, even with `may_alias=False`: the slice would then stay alive as that device's
     memory, and which slices do depends on where malloc put them (the run-to-run spread the
     sharded-load test saw). Such a shard is copied once more on the device and the adopted one
-    dropped, and the loader waits until XLA has let go of the numpy buffer (`_wait_released`).
-    Every host buffer the loader made is then released before the next slice is read.
+    dropped. Then, for every shard, the loader waits until nothing else refers to the numpy
+    buffer (`_wait_released`; a copied one, too, is held a little past `block_until_ready`), so
+    every host buffer the loader made is released before the next slice is read.
     """
     arrays = []
     for device, index in sharding.addressable_devices_indices_map(shape).items():
