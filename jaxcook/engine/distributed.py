@@ -6,10 +6,11 @@ process-local views of global arrays, and "process 0 only" for the shell's side 
 
 After it, `jax.devices()` lists every process's devices and `engine.sharding.make_mesh` builds
 the global mesh; every process runs the same program (multi-controller SPMD). Batches are
-global arrays: each process transfers only the rows its own devices hold (`place`), and
-results come back to every host with `to_host` (an all-gather where an array spans other
-processes). Metrics, reports and progress bars are written by `is_main_process()` only.
-On CPU the cross-process collectives are gloo's (`jax_cpu_collectives_implementation`).
+global arrays: each process builds and transfers only the rows its own devices hold
+(`engine.process_batch`), and results come back to every host with `to_host` (an all-gather
+where an array spans other processes; the trainer's and the sampler's outputs both use it).
+Metrics, reports and progress bars are written by `is_main_process()` only. On CPU the
+cross-process collectives are gloo's (`jax_cpu_collectives_implementation`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from jaxcook.core.optim import adam_hparams
 from jaxcook.core.topk import chunked_topk_logprobs
 from jaxcook.engine import checkpoint as ckpt
 from jaxcook.engine import distributed, sharding
-from jaxcook.engine.batching import BucketConfig, make_batch, unbatch
+from jaxcook.engine.batching import BucketConfig, unbatch
+from jaxcook.engine.process_batch import make_process_batch
 from jaxcook.engine.train_step import StepFunctions, TrainState, init_train_state
 from jaxcook.ports import ModelInfo, SavedPath
 from jaxcook.types import AdamParams, Datum, ForwardBackwardOutput, ModelInput
@@ -166,25 +167,15 @@ class LocalTrainingClient:
         scored = (
             None if loss_fn is None else [losses_lib.positions_read(loss_fn, d.loss_fn_inputs) for d in data]
         )
-        batch, layout = make_batch(
+        # each process builds and transfers only the rows its own devices hold (one process: all)
+        batch, layout, _ = make_process_batch(
             data,
+            self.mesh,
             pack=self.pack,
             seq_buckets=self.buckets.seq_buckets,
             batch_buckets=self.buckets.batch_buckets,
             scored=scored,
             score_fractions=self.buckets.score_fractions,
-        )
-        shards = sharding.num_batch_shards(self.mesh)
-        if batch.tokens_BT.shape[0] % shards:
-            raise ValueError(
-                f"batch bucket {batch.tokens_BT.shape[0]} does not split over {shards} devices; "
-                "use batch buckets that are multiples of the device count"
-            )
-        B = batch.tokens_BT.shape[0]
-        row, rep = sharding.batch_sharding(self.mesh), sharding.replicated(self.mesh)
-        # each process copies only the rows its own devices hold (one process: all of them)
-        batch = jax.tree.map(
-            lambda x: distributed.place(x, row if x.ndim and x.shape[0] == B else rep), batch
         )
         return batch, layout
 
@@ -273,7 +264,7 @@ class LocalTrainingClient:
         def run():
             out = []
             for batch, layout in parts:
-                ids_BTK, lp_BTK = jax.device_get(
+                ids_BTK, lp_BTK = distributed.to_host(
                     _topk(self.graphdef, self._state.params, self.frozen, batch, k)
                 )
                 out += list(zip(unbatch(layout, ids_BTK), unbatch(layout, lp_BTK)))
@@ -286,7 +277,7 @@ class LocalTrainingClient:
 
         def run():
             self._state, metrics = self.steps.optim_step(self._state, hparams)
-            return {k: float(v) for k, v in jax.device_get(metrics).items()}
+            return {k: float(v) for k, v in distributed.to_host(metrics).items()}
 
         return self._submit(run)
 
@@ -407,7 +398,7 @@ class LocalTrainingClient:
         for part in self._parts(data):
             batch, layout = self._batch(part, "cross_entropy")
             logp, _ = self.steps.forward(params, self.frozen, batch, "cross_entropy", CE_CONFIG)
-            for d, lp in zip(part, unbatch(layout, jax.device_get(logp)), strict=True):
+            for d, lp in zip(part, unbatch(layout, distributed.to_host(logp)), strict=True):
                 w = d.loss_fn_inputs["weights"]
                 out[keep[done]] = [None] + [float(x) if w[t] else None for t, x in enumerate(lp)]
                 done += 1

@@ -7,6 +7,9 @@ is a rule, not a table: kernels are stored [in, out] (HF [out, in]), norm scales
 
 from __future__ import annotations
 
+import gc
+import sys
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -110,13 +113,38 @@ def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=N
 
 def _sharded_array(shape, sharding, read) -> jax.Array:
     """`jax.make_array_from_callback`, one device at a time: each device's slice is read, copied
-    to the device and released before the next is read, so the host holds one slice."""
+    to the device (waiting for the copy) and released before the next is read, so the host holds
+    one slice.
+
+    XLA's CPU client adopts a 64-byte-aligned numpy buffer as the device buffer instead of
+    copying it, even with `may_alias=False`: the slice would then stay alive as that device's
+    memory, and which slices do depends on where malloc put them (the run-to-run spread the
+    sharded-load test saw). Such a shard is copied once more on the device and the adopted one
+    dropped. Then, for every shard, the loader waits until nothing else refers to the numpy
+    buffer (`_wait_released`; a copied one, too, is held a little past `block_until_ready`), so
+    every host buffer the loader made is released before the next slice is read.
+    """
     arrays = []
     for device, index in sharding.addressable_devices_indices_map(shape).items():
-        host = read(index)
-        arrays.append(jax.device_put(host, device, may_alias=False).block_until_ready())
-        del host
+        host = np.ascontiguousarray(read(index))  # what device_put would copy to anyway
+        shard = jax.device_put(host, device, may_alias=False).block_until_ready()
+        if device.platform == "cpu" and shard.unsafe_buffer_pointer() == host.ctypes.data:
+            shard = jax.device_put(shard, device, may_alias=False).block_until_ready()
+        _wait_released(host)
+        arrays.append(shard)
+        del host, shard
     return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+
+def _wait_released(host: np.ndarray, timeout_s: float = 1.0) -> None:
+    """Wait (at most `timeout_s`) until only the caller's name refers to `host`. A dropped CPU
+    buffer that adopted it lets go from a reference cycle, so the young generations are
+    collected (microseconds) until it has."""
+    deadline = time.monotonic() + timeout_s
+    # referrers: the caller's `host`, this argument, getrefcount's own argument
+    while sys.getrefcount(host) > 3 and time.monotonic() < deadline:
+        gc.collect(1)
+        time.sleep(1e-4)
 
 
 def _key(p):

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import jax
 import numpy as np
 
+from jaxcook.engine.distributed import to_host
 from jaxcook.sampling import weights as weights_lib
 from jaxcook.sampling.decode import decode
 from jaxcook.sampling.plan import Request, SamplerBuckets, build, unpack
@@ -204,7 +204,7 @@ class LocalSamplingClient:
 
     def _run(self, requests: list[Request]) -> list[SampleResponse]:
         spec, inputs = build(requests, self.buckets)
-        out = jax.device_get(decode(self.graph, spec, self.weights, inputs))
+        out = to_host(decode(self.graph, spec, self.weights, inputs))  # multi-host: gathered
         decode_text = None
         if self.tokenizer is not None:
             decode_text = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)

@@ -1,6 +1,6 @@
 """Weights load straight into their shardings on 4 fake CPU devices: each device holds about
-1/4 of the model, the host never holds much more than one tensor, and the values equal an
-unsharded load."""
+1/4 of the model, the host's peak stays within about one tensor (a bound in the largest tensor,
+not the model), and the values equal an unsharded load."""
 
 import dataclasses
 import json
@@ -67,13 +67,16 @@ def test_sharded_load(folder, tmp_path, kind):
     per_device = got["per_device"]
     assert len(per_device) == 4
     np.testing.assert_allclose(per_device, total / 4, rtol=0.02)
-    # Host memory: one device slice at a time (slices), or one whole tensor at a time (whole).
-    # JAX's CPU transfers release host buffers asynchronously, so how many recent slices linger
-    # varies from run to run: peaks of 2.3 to 5.7 MB were seen here (largest tensor 1.2 MB,
-    # model 6.9 MB). The bound that holds every time is below the model: loading it whole first
-    # would take at least `total`. (A tighter, deterministic bound needs the loader to wait for
-    # each transfer; not done.)
-    assert peak < total, (peak, largest, total)
+    # Host memory (tracemalloc: numpy and Python allocations, not XLA's device buffers): the
+    # loader waits until each slice's host buffer is released before reading the next
+    # (`params._sharded_array`), so the peak is one slice being assembled (slices) or one whole
+    # tensor plus its slice (whole), plus the loader's own Python objects (~120-190 KB traced
+    # before the first tensor). Measured 6 runs each, load average 4.6-6.4 on 2 cores: slices
+    # 598,693-601,906 B (0.51 x largest), whole 1,184,081-1,185,491 B (1.005 x largest);
+    # largest 1,179,648 B, model 6,888,192 B. Before the loader waited, 1.6-5.7 MB.
+    allowance = 256 * 1024
+    bound = {"slices": largest, "whole": 1.5 * largest}[kind] + allowance
+    assert peak < bound, (peak, largest, total)
     specs = json.loads(str(got["specs"]))
     assert specs["['layers']['self_attn']['q_proj']['kernel'].value"] == "P(None, 'fsdp', 'tensor')"
     assert specs["['embed_tokens']['embedding'].value"] == "P('tensor', 'fsdp')"
