@@ -33,32 +33,33 @@ def run(tmp_path, *cases):
 def check(got, info, family, sizes, sampled):
     data, fsdp, expert, tensor = sizes
     one, many = f"{family}/1,1,1,1", f"{family}/{','.join(map(str, sizes))}"
-    E = ModelConfig.from_hf(HF[family]).moe.num_experts
+    moe = ModelConfig.from_hf(HF[family]).moe
     case = info[many]
-    assert case["manual"] and not info[one]["manual"]  # the experts run in a shard_map
+    assert case["manual"] == (moe is not None) and not info[one]["manual"]  # experts: a shard_map
     assert case["batch"] == str(sharding.batch_sharding(AbstractMesh(sizes, sharding.MESH_AXES)).spec)
     assert "expert" in case["batch"]
     assert "expert" not in case["q_lora_b"][0]  # attention: data-parallel over `expert`
-    for group in ("frozen", "params", "grads", "mu", "nu"):
+    for group in ("frozen", "params", "grads", "mu", "nu") if moe is not None else ():
         layout = case["layout"][group]
         assert layout, group
         want_kernels = group in ("frozen",)
         assert any("['kernel']" in k for k in layout) == want_kernels, (group, list(layout))
         for key, (axis, per_shard, shards) in layout.items():
             assert axis == "expert", (group, key, axis)
-            assert per_shard == [E // expert], (group, key, per_shard)
+            assert per_shard == [moe.num_experts // expert], (group, key, per_shard)
             assert shards == 8
     np.testing.assert_allclose(got[f"{many}/loss"], got[f"{one}/loss"], rtol=1e-5)
     np.testing.assert_allclose(got[f"{many}/logits"], got[f"{one}/logits"], atol=1e-5)
     grads = [k for k in got.files if k.startswith(f"{one}/grad")]
-    assert any("experts" in k and "lora" in k for k in grads), grads
+    assert any("experts" in k and "lora" in k for k in grads) == (moe is not None), grads
     for key in grads:
         np.testing.assert_allclose(got[many + key[len(one) :]], got[key], atol=1e-5, err_msg=key)
     if not sampled:
         return
     assert case["sampler_mesh"] == {"data": data, "fsdp": fsdp, "expert": expert, "tensor": tensor}
     samples = [k for k in got.files if k.startswith(f"{one}/sample/")]
-    assert len([k for k in samples if k.endswith(".tokens")]) == 2 * 3 * 2
+    assert len([k for k in samples if k.endswith(".tokens")]) == 3 * 2
+    assert len([k for k in samples if k.endswith(".prompt")]) == 3
     for key in samples:
         mine = got[many + key[len(one) :]]
         if key.endswith(".tokens"):
@@ -79,6 +80,7 @@ def test_more_meshes_and_families_match_one_device(tmp_path):
         ("qwen3_moe", (1, 2, 4, 1)): False,
         ("deepseek_v3", (1, 2, 2, 2)): True,
         ("gpt_oss", (2, 1, 4, 1)): False,
+        ("llama", (1, 2, 4, 1)): False,  # a dense model: `expert` is more data parallelism
     }
     args = [f"{f}:{','.join(map(str, s))}" + (":sample" if smp else "") for (f, s), smp in cases.items()]
     got, info = run(tmp_path, *args)
