@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MESH_AXES = ("data", "fsdp", "tensor")
+# `expert` sits beside `tensor` (the fastest axis): expert groups are neighbouring devices
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 
 class ShardingError(ValueError):
@@ -17,28 +18,35 @@ class ShardingError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class MeshConfig:
-    """`data` x `fsdp` x `tensor` devices; at most one may be -1 (the remaining devices)."""
+    """`data` x `fsdp` x `expert` x `tensor` devices; at most one may be -1 (the remaining devices).
+
+    `expert` splits a mixture-of-experts model's experts (and their adapters and optimizer
+    state) over that many devices; outside the experts it is more data parallelism (the batch
+    is split over `data` x `fsdp` x `expert`), which is also all it is for a dense model.
+    """
 
     data: int = 1
     fsdp: int = -1
+    expert: int = 1
     tensor: int = 1
 
-    def sizes(self, n_devices: int) -> tuple[int, int, int]:
-        sizes = [self.data, self.fsdp, self.tensor]
+    def sizes(self, n_devices: int) -> tuple[int, int, int, int]:
+        sizes = [self.data, self.fsdp, self.expert, self.tensor]
         for name, size in zip(MESH_AXES, sizes):
             if size == 0 or size < -1:
                 raise ShardingError(f"mesh.{name} must be a positive device count or -1, got {size}")
         free = [i for i, s in enumerate(sizes) if s == -1]
         if len(free) > 1:
-            raise ShardingError(f"mesh: at most one of data/fsdp/tensor may be -1, got {self}")
+            raise ShardingError(f"mesh: at most one of data/fsdp/expert/tensor may be -1, got {self}")
         if free:
             rest = math.prod(s for s in sizes if s != -1)
             if n_devices % rest:
                 raise ShardingError(f"mesh {self}: {n_devices} devices do not split into groups of {rest}")
             sizes[free[0]] = n_devices // rest
         if math.prod(sizes) != n_devices:
-            data, fsdp, tensor = sizes
+            data, fsdp, expert, tensor = sizes
             raise ShardingError(
-                f"mesh data={data} x fsdp={fsdp} x tensor={tensor} does not match {n_devices} devices"
+                f"mesh data={data} x fsdp={fsdp} x expert={expert} x tensor={tensor} "
+                f"does not match {n_devices} devices"
             )
         return tuple(sizes)

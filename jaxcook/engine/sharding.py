@@ -1,4 +1,4 @@
-"""Device mesh and shardings: logical axis names -> mesh axes (`data`, `fsdp`, `tensor`).
+"""Device mesh and shardings: logical axis names -> mesh axes (`data`, `fsdp`, `expert`, `tensor`).
 
 Every parameter carries logical axis names (`models/layers.py`); `RULES` maps them onto the
 mesh. Together they give, per weight:
@@ -8,10 +8,15 @@ mesh. Together they give, per weight:
   [mlp, embed] row; the embedding [vocab, embed] and the head [embed, vocab] vocabulary-parallel;
 - every `embed` axis over `fsdp` (ZeRO-3 style: XLA all-gathers a weight for its matmul);
 - LoRA `lora_a` [in, r] / `lora_b` [r, out] take the in / out axis of their base kernel, so an
-  adapter is split exactly like the kernel it corrects; the rank axis is replicated.
+  adapter is split exactly like the kernel it corrects; the rank axis is replicated;
+- a mixture-of-experts' expert weights [E, in, out] (and their adapters) split their `expert`
+  axis over `expert` (`models/expert_parallel.py` sends the tokens to them).
 
-Batches are split along their leading axis over `data` x `fsdp`; `tensor` devices see the
-same rows. A parameter dimension that does not divide its mesh axis is an error naming the
+Batches are split along their leading axis over `data` x `fsdp` x `expert` (`batch_axes`;
+`expert` only when it is larger than 1, so other meshes keep their `data` x `fsdp` specs);
+`tensor` devices see the same rows. Outside the experts, `expert` is data parallelism: every
+other weight is replicated over it, and a dense model on `mesh.expert > 1` is simply
+data-parallel over it. A parameter dimension that does not divide its mesh axis is an error naming the
 parameter, its shape and the axis (never a silent replication). Activations are constrained
 inside jit with `constrain` while `activation_mesh(mesh)` is active (a trace-time context the
 jitted steps enter); an activation dimension that does not divide is split unevenly (XLA pads),
@@ -32,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxcook.mesh_config import MESH_AXES, MeshConfig, ShardingError  # noqa: F401 - re-exported
 
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")  # plus `expert` on a mesh where it is > 1 (`batch_axes`)
 
 # logical axis -> mesh axis (None = replicated). Parameters and activations share the table;
 # `batch` names only activations, and activations leave `embed` unsharded (see `constrain`).
@@ -43,13 +48,15 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "mlp": "tensor",
     "heads": "tensor",
     "kv_heads": "tensor",
+    "expert": "expert",
     "batch": BATCH_AXES,
 }
 
 
 def make_mesh(config: MeshConfig = MeshConfig(), devices=None) -> Mesh:
-    """The (`data`, `fsdp`, `tensor`) mesh over `devices` (default: every device of every
-    process; `tensor` is the fastest-varying axis, so tensor groups are neighbouring devices)."""
+    """The (`data`, `fsdp`, `expert`, `tensor`) mesh over `devices` (default: every device of
+    every process; `tensor` is the fastest-varying axis, then `expert`, so tensor and expert
+    groups are neighbouring devices)."""
     devices = list(devices if devices is not None else jax.devices())
     return Mesh(np.asarray(devices).reshape(config.sizes(len(devices))), MESH_AXES)
 
@@ -73,7 +80,8 @@ def param_spec(logical, shape, mesh: Mesh, *, where: str = "parameter") -> P:
     column-parallel layer, e.g. `lora_a` [mlp, r] of `down_proj`, or a bias) also splits its
     first named axis over `fsdp` when that divides; XLA gathers it for the matmul, and its
     optimizer state is split like it. Without it a 70B model's adapters and Adam moments would
-    sit whole on every device (see `benchmarks/memory_plan.py`).
+    sit whole on every device (see `benchmarks/memory_plan.py`). An `expert` axis already split
+    over `expert` is skipped (the next named axis takes `fsdp`): every device holds whole experts.
     """
     logical = tuple(logical or ()) + (None,) * (len(shape) - len(tuple(logical or ())))
     axes = []
@@ -88,8 +96,8 @@ def param_spec(logical, shape, mesh: Mesh, *, where: str = "parameter") -> P:
     used = {a for axis in axes if axis for a in (axis if isinstance(axis, tuple) else (axis,))}
     if mesh.shape["fsdp"] > 1 and "fsdp" not in used:
         for dim, name in enumerate(logical):
-            if name is None or name == "layers":
-                continue
+            if name is None or name == "layers" or (name == "expert" and axes[dim] is not None):
+                continue  # an expert-parallel weight keeps E / expert whole experts per device
             extended = _live(
                 ((axes[dim],) if isinstance(axes[dim], str) else axes[dim] or ()) + ("fsdp",), mesh
             )
@@ -120,25 +128,37 @@ def pin(state, mesh: Mesh | None):
 
 def check_model(config, mesh: Mesh) -> None:
     """The attention heads must split whole over `tensor` (a kernel's heads x head_dim axis could
-    divide while a head would not, which would scatter one head over several devices)."""
+    divide while a head would not, which would scatter one head over several devices), and a
+    mixture-of-experts' experts over `expert`."""
     t = mesh.shape["tensor"]
     for name in ("num_heads", "num_kv_heads"):
         heads = getattr(config, name)
         if heads % t:
             raise ShardingError(f"model {name}={heads} does not divide over mesh axis 'tensor' of size {t}")
+    x, moe = mesh.shape["expert"], getattr(config, "moe", None)
+    if moe is not None and moe.num_experts % x:
+        raise ShardingError(
+            f"mesh.expert={x} does not divide the model's num_experts={moe.num_experts}; "
+            "choose a mesh.expert that divides it"
+        )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    """The mesh axes the rows of a batch split over: `data`, `fsdp` (and `expert` when > 1)."""
+    return BATCH_AXES + (("expert",) if mesh.shape.get("expert", 1) > 1 else ())
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over `data` x `fsdp` (replicated over `tensor`)."""
-    return NamedSharding(mesh, P(BATCH_AXES))
+    """Leading (batch) axis split over `batch_axes` (replicated over `tensor`)."""
+    return NamedSharding(mesh, P(batch_axes(mesh)))
 
 
 def num_batch_shards(mesh: Mesh) -> int:
-    return _axis_size(mesh, BATCH_AXES)
+    return _axis_size(mesh, batch_axes(mesh))
 
 
 # -- activation constraints (trace time) ----------------------------------------------------------
@@ -156,9 +176,16 @@ def activation_mesh(mesh: Mesh | None):
         _ACTIVE.reset(token)
 
 
+def active_mesh() -> Mesh | None:
+    """The mesh of the enclosing `activation_mesh` (None outside one)."""
+    return _ACTIVE.get()
+
+
 def activation_spec(names: tuple[str | None, ...], mesh: Mesh) -> P:
-    """Activations: `batch`, `heads`, `kv_heads`, `mlp`, `vocab` as in RULES; `embed` replicated."""
-    return P(*(None if n in (None, "embed") else RULES[n] for n in names))
+    """Activations: `batch` over `batch_axes`; `heads`, `kv_heads`, `mlp`, `vocab` as in RULES;
+    `embed` replicated."""
+    batch = batch_axes(mesh)
+    return P(*(None if n in (None, "embed") else batch if n == "batch" else RULES[n] for n in names))
 
 
 def constrain(x, names: tuple[str | None, ...]):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxcook.models import grouped
+from jaxcook.models import expert_parallel
 from jaxcook.models.config import MoeConfig
 from jaxcook.models.expert_weights import ExpertSource, split_experts
 from jaxcook.models.fused import swiglu
@@ -100,9 +100,7 @@ class DeepseekMoE(nnx.Module):
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(B * T, D)
         w_NK, idx_NK, scores_NE = sigmoid_group_topk(*self.gate(x_ND), self.moe)
-        d = grouped.plan(idx_NK, self.moe.num_experts)
-        y_NKD = grouped.combine(self.experts(grouped.dispatch(x_ND, d), d, impl), d)
-        y_ND = jnp.einsum("nk,nkd->nd", w_NK.astype(y_NKD.dtype), y_NKD)
+        y_ND = expert_parallel.routed(self.experts, x_ND, w_NK, idx_NK, self.moe.num_experts, impl)
         y_BTD = (y_ND + self.shared_experts(x_ND)).reshape(B, T, D)
         if valid_BT is None:
             return y_BTD

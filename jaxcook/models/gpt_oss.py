@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxcook.models import grouped, mxfp4
+from jaxcook.models import expert_parallel, grouped, mxfp4
 from jaxcook.models.config import MoeConfig
 from jaxcook.models.layers import Linear, param
 from jaxcook.models.moe import GroupedLinear, router_stats
@@ -91,9 +91,8 @@ class GptOssMoE(nnx.Module):
         logits_NE = self.router(x_ND)
         top_NK, idx_NK = jax.lax.top_k(logits_NE, self.moe.top_k)
         w_NK = jax.nn.softmax(top_NK.astype(jnp.float32), axis=-1).astype(x_ND.dtype)
-        d = grouped.plan(idx_NK, self.moe.num_experts)
-        y_NKD = grouped.combine(self.experts(grouped.dispatch(x_ND, d), d, impl), d)
-        y_BTD = jnp.einsum("nk,nkd->nd", w_NK, y_NKD).reshape(B, T, D)
+        y_ND = expert_parallel.routed(self.experts, x_ND, w_NK, idx_NK, self.moe.num_experts, impl)
+        y_BTD = y_ND.reshape(B, T, D)
         if valid_BT is None:
             return y_BTD
         probs_NE = jax.nn.softmax(logits_NE.astype(jnp.float32), axis=-1)

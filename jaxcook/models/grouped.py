@@ -11,7 +11,8 @@ on all tokens. On CPU (jax 0.10) `ragged_dot` is lowered as a masked product ove
 "ragged" is equal on CPU (a test) and untimed on accelerators.
 
 Padding rows read a zero row and are never read back; `combine` gathers each (token, choice)
-row from its slot.
+row from its slot. With `valid_NK` (expert parallelism: the choices that go to this device's
+experts), the other choices get no row at all and `combine` gives them zeros.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Dispatch:
     block_expert_G: jax.Array  # int32: expert of each block
     group_sizes_E: jax.Array  # int32: rows per expert, padded to the block (sums to <= R)
     block: int = field(metadata={"static": True}, default=1)
+    masked: bool = field(metadata={"static": True}, default=False)  # slot R: a dropped choice
 
 
 def block_rows(rows: int, experts: int) -> int:
@@ -48,23 +50,35 @@ def num_blocks(rows: int, experts: int, block: int) -> int:
     return min(rows, -(-(rows + experts * (block - 1)) // block))
 
 
-def plan(idx_NK: jax.Array, num_experts: int) -> Dispatch:
+def plan(idx_NK: jax.Array, num_experts: int, valid_NK: jax.Array | None = None) -> Dispatch:
+    """The grouped layout of the N x K choices (`valid_NK`: only those; the bound stays N x K)."""
     N, K = idx_NK.shape
     M, E = N * K, num_experts
     b = block_rows(M, E)
     G = num_blocks(M, E, b)
     e_M = idx_NK.reshape(M).astype(jnp.int32)
+    if valid_NK is not None:  # dropped choices sort after every expert (a group E of their own)
+        e_M = jnp.where(valid_NK.reshape(M), e_M, E)
     order_M = jnp.argsort(e_M, stable=True)  # sorted position -> assignment
     sorted_pos_M = jnp.zeros((M,), jnp.int32).at[order_M].set(jnp.arange(M, dtype=jnp.int32))
-    counts_E = jnp.zeros((E,), jnp.int32).at[e_M].add(1)
+    counts_E = jnp.zeros((E + 1,), jnp.int32).at[e_M].add(1)[:E]
     start_E = jnp.cumsum(counts_E) - counts_E
     padded_E = (counts_E + b - 1) // b * b
     end_E = jnp.cumsum(padded_E)
-    slot_M = (end_E - padded_E)[e_M] + sorted_pos_M - start_E[e_M]
-    src_R = jnp.full((G * b,), N, jnp.int32).at[slot_M].set(jnp.arange(M, dtype=jnp.int32) // K)
+    e_safe_M = jnp.minimum(e_M, E - 1)
+    slot_M = (end_E - padded_E)[e_safe_M] + sorted_pos_M - start_E[e_safe_M]
+    if valid_NK is not None:
+        slot_M = jnp.where(e_M < E, slot_M, G * b)  # the zero row `combine` appends
+    rows_M = jnp.arange(M, dtype=jnp.int32) // K
+    src_R = jnp.full((G * b,), N, jnp.int32).at[slot_M].set(rows_M, mode="drop")
     block_expert_G = jnp.searchsorted(end_E, jnp.arange(G, dtype=jnp.int32) * b, side="right")
     return Dispatch(
-        slot_M.reshape(N, K), src_R, jnp.minimum(block_expert_G, E - 1).astype(jnp.int32), padded_E, b
+        slot_M.reshape(N, K),
+        src_R,
+        jnp.minimum(block_expert_G, E - 1).astype(jnp.int32),
+        padded_E,
+        b,
+        valid_NK is not None,
     )
 
 
@@ -75,8 +89,11 @@ def dispatch(x_ND: jax.Array, d: Dispatch) -> jax.Array:
 
 
 def combine(y_GBD: jax.Array, d: Dispatch) -> jax.Array:
-    """Each (token, choice)'s row back, [N, K, D]."""
-    return y_GBD.reshape(-1, y_GBD.shape[-1])[d.slot_NK]
+    """Each (token, choice)'s row back, [N, K, D] (zeros for dropped choices)."""
+    y_RD = y_GBD.reshape(-1, y_GBD.shape[-1])
+    if d.masked:
+        y_RD = jnp.concatenate([y_RD, jnp.zeros((1, y_RD.shape[1]), y_RD.dtype)])
+    return y_RD[d.slot_NK]
 
 
 def grouped_matmul(x_GBI: jax.Array, w_EIO: jax.Array, d: Dispatch, impl: str = "blocks") -> jax.Array:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcook.models import grouped
+from jaxcook.models import expert_parallel, grouped
 from jaxcook.models.config import MoeConfig
 from jaxcook.models.fused import swiglu
 from jaxcook.models.layers import Linear, lora_a_init, param
@@ -147,9 +147,8 @@ class MoE(nnx.Module):
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(B * T, D)
         w_NK, idx_NK, probs_NE = softmax_topk(self.gate(x_ND), self.moe.top_k, self.moe.norm_topk_prob)
-        d = grouped.plan(idx_NK, self.moe.num_experts)
-        y_NKD = grouped.combine(self.experts(grouped.dispatch(x_ND, d), d, impl), d)
-        y_BTD = jnp.einsum("nk,nkd->nd", w_NK, y_NKD).reshape(B, T, D)
+        y_ND = expert_parallel.routed(self.experts, x_ND, w_NK, idx_NK, self.moe.num_experts, impl)
+        y_BTD = y_ND.reshape(B, T, D)
         if valid_BT is None:
             return y_BTD
         return y_BTD, router_stats(idx_NK, probs_NE, valid_BT.reshape(B * T))

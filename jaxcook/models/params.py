@@ -69,8 +69,10 @@ def load_state_from_source(cfg: ModelConfig, source, *, lora=None, param_dtype=N
     `lora`) are initialised from `lora.seed`. Errors name the missing, unexpected or misshapen
     tensor.
     """
-    from jaxcook.engine.sharding import state_shardings
+    from jaxcook.engine.sharding import check_model, state_shardings
 
+    if mesh is not None:  # heads over `tensor`, experts over `expert`: errors naming the key
+        check_model(cfg, mesh)
     param_dtype = default_param_dtype() if param_dtype is None else param_dtype
     abstract = nnx.eval_shape(lambda: Decoder(cfg, lora=lora, param_dtype=param_dtype))
     graphdef, state = nnx.split(abstract)

@@ -28,7 +28,7 @@ class ModelOptions:
     param_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # bfloat16: every projection with bf16 operands and f32 accumulation (AMX via oneMKL on CPU)
     matmul_dtype: Literal["float32", "bfloat16"] = "float32"
-    mesh: MeshConfig = MeshConfig()  # data x fsdp x tensor over every device of every process
+    mesh: MeshConfig = MeshConfig()  # data x fsdp x expert x tensor over every device of every process
     distributed: DistributedConfig = DistributedConfig()  # multi-host: coordinator (else JAXCOOK_* env)
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding

@@ -158,10 +158,10 @@ def test_sharded_step_matches_one_device(tmp_path, one_device, devices, data, fs
 def test_indivisible_dimension_is_an_error_naming_param_shape_and_axis():
     # TINY's vocabulary (97) does not split over tensor=2; its width (32) does not split over fsdp=3.
     state = nnx.state(nnx.eval_shape(lambda: Decoder(TINY, lora=LoraConfig(rank=4))))
-    mesh = AbstractMesh((1, 1, 2), sharding.MESH_AXES)
+    mesh = AbstractMesh((1, 1, 1, 2), sharding.MESH_AXES)
     with pytest.raises(sharding.ShardingError, match=r"embedding.*\(97, 32\).*vocab=97.*tensor"):
         sharding.state_shardings(state, mesh)
-    mesh = AbstractMesh((1, 3, 1), sharding.MESH_AXES)
+    mesh = AbstractMesh((1, 3, 1, 1), sharding.MESH_AXES)
     want = r"embed_tokens\.embedding: shape \(97, 32\) axis 1 \(embed=32\).*'fsdp' of size 3"
     with pytest.raises(sharding.ShardingError, match=want):
         sharding.state_shardings(state, mesh)
@@ -169,18 +169,18 @@ def test_indivisible_dimension_is_an_error_naming_param_shape_and_axis():
 
 def test_heads_must_split_whole_over_tensor():
     with pytest.raises(sharding.ShardingError, match="num_kv_heads=2 .* 'tensor' of size 4"):
-        sharding.check_model(TINY, AbstractMesh((1, 1, 4), sharding.MESH_AXES))
+        sharding.check_model(TINY, AbstractMesh((1, 1, 1, 4), sharding.MESH_AXES))
 
 
 def test_mesh_config_sizes():
-    assert sharding.MeshConfig().sizes(8) == (1, 8, 1)
-    assert sharding.MeshConfig(data=2, tensor=2).sizes(8) == (2, 2, 2)
-    assert sharding.MeshConfig(data=1, fsdp=2, tensor=-1).sizes(8) == (1, 2, 4)
+    assert sharding.MeshConfig().sizes(8) == (1, 8, 1, 1)
+    assert sharding.MeshConfig(data=2, tensor=2).sizes(8) == (2, 2, 1, 2)
+    assert sharding.MeshConfig(data=1, fsdp=2, tensor=-1).sizes(8) == (1, 2, 1, 4)
     with pytest.raises(sharding.ShardingError, match="at most one"):
         sharding.MeshConfig(data=-1, fsdp=-1).sizes(8)
     with pytest.raises(sharding.ShardingError, match="does not match 8 devices"):
         sharding.MeshConfig(data=3, fsdp=1).sizes(8)
     with pytest.raises(sharding.ShardingError, match="groups of 3"):
         sharding.MeshConfig(tensor=3).sizes(8)
-    assert sharding.make_mesh().axis_names == ("data", "fsdp", "tensor")
+    assert sharding.make_mesh().axis_names == ("data", "fsdp", "expert", "tensor")
     assert jax.device_count() == 1

@@ -35,7 +35,7 @@ def test_sampler_on_the_training_mesh_matches_one_device(tmp_path):
     one, one_info = run(tmp_path, 1, 1, 1, 1)
     eight, info = run(tmp_path, 8, 2, 2, 2)
     assert one_info["graph_mesh"] is None
-    assert info["graph_mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert info["graph_mesh"] == {"data": 2, "fsdp": 2, "expert": 1, "tensor": 2}
     assert info["same_devices"]
     # layer weights: the trainer's layout minus the stacked `layers` axis (shards of [16, 16] of [32, 32])
     layer = info["layer0"]
