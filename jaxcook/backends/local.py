@@ -30,7 +30,8 @@ def batch_buckets(batch_size: int, devices: int) -> tuple[int, ...]:
 
 class LocalService:
     """`ServiceClient` on local devices. `max_length` / `batch_size`: the longest datum and the
-    largest call the workflow makes (bucket sizes); `mesh`, `pack`, `remat`, `param_dtype` (of
+    largest call the workflow makes (bucket sizes); `mesh`, `pack`, `share_prefix` (datums of a
+    call that start alike hold that start once: exact, on by default), `remat`, `param_dtype` (of
     the base weights) and `seed` (of the train state) apply to every client it makes."""
 
     def __init__(
@@ -42,6 +43,7 @@ class LocalService:
         distributed: DistributedConfig = DistributedConfig(),
         matmul_dtype: Literal["float32", "bfloat16"] = "float32",
         pack: bool = False,
+        share_prefix: bool = True,
         remat: bool = False,
         param_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
         seed: int = 0,
@@ -54,7 +56,7 @@ class LocalService:
             seq_buckets=default_seq_buckets(max_length, min_len=min(64, max_length)),
             batch_buckets=batch_buckets(batch_size, self.mesh.size),
         )
-        self.pack, self.remat, self.seed = pack, remat, seed
+        self.pack, self.share_prefix, self.remat, self.seed = pack, share_prefix, remat, seed
         self.param_dtype = DTYPES[param_dtype]
         self.matmul_dtype = matmul_dtype
 
@@ -71,6 +73,7 @@ class LocalService:
             mesh=self.mesh,
             buckets=self.buckets,
             pack=self.pack,
+            share_prefix=self.share_prefix,
             remat=self.remat,
             seed=self.seed,
             model_name=base_model,

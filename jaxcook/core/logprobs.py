@@ -94,7 +94,10 @@ def target_logprobs(model, batch, *, remat: bool = False, chunk_tokens: int | No
     scattered back); every other slot gets 0. The losses never read those slots (see
     `losses.positions_read`), and the unembedding is a fifth of a small model's forward.
     """
-    hidden_BTD = model(batch.tokens_BT, batch.positions_BT, batch.segment_ids_BT, remat=remat)
+    # Shared prefixes (`batching`): branch ids only when the batch has them, so a plain batch
+    # traces the same program as before and a model without the argument still runs it.
+    shared = {} if batch.branch_ids_BT is None else {"branch_ids_BT": batch.branch_ids_BT}
+    hidden_BTD = model(batch.tokens_BT, batch.positions_BT, batch.segment_ids_BT, remat=remat, **shared)
     idx_BP = batch.score_idx_BP
     targets = batch.targets_BT
     if idx_BP.shape[1] == 0:

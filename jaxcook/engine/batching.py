@@ -5,12 +5,19 @@ Two layouts, both one row per `B` index:
 - packing (`pack=True`): datums are placed first-fit-decreasing into rows; each keeps its own
   positions (restarting at 0) and its own segment id, so attention can be masked per datum.
 
+With `share_prefix=True` either layout places groups instead of datums: datums that start alike
+(an RL group, a DPO pair; `engine.shared_prefix`) share one segment, the common start held once
+and each datum's rest on a branch of its own (`Batch.branch_ids_BT`). When no datums share,
+the batch is the plain layout (no branch ids), so a run compiles at most twice
+`config.num_programs` programs: with and without branch ids.
+
 Shapes round up to the sizes in `BucketConfig` so that a run compiles at most
 `config.num_programs` programs per (loss, set of input keys, K): one per `(B, T)` and per
 scored-position count `P` (every slot, or one of the `score_fractions` of T; see `make_batch`).
 The number of datum slots `D` (the per-datum axis DPO reduces over) is not a bucket axis: it is
 a function of `(B, T)`: `D = B` when padding (one datum per row) and `D = B * T` when packing
-(a datum has at least one token, so a `[B, T]` batch holds at most `B * T` of them).
+(a datum has at least one token, so a `[B, T]` batch holds at most `B * T` of them; so does a
+shared-prefix batch, padded or packed).
 `datum_valid_D` marks the real datums; `datum_ids_BT` indexes it (and the input list).
 
 All arrays are host numpy arrays; the caller moves the `Batch` (a pytree) to devices.
@@ -19,7 +26,6 @@ All arrays are host numpy arrays; the caller moves the `Batch` (a pytree) to dev
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from jaxcook.engine.shared_prefix import Group, plan_groups
 from jaxcook.types import Datum
 
 TARGET_KEY = "target_tokens"
@@ -109,7 +116,8 @@ class Batch:
     """Bucketed arrays for one forward/backward call (a JAX pytree; every field is data).
 
     tokens_BT       int32   input token ids, 0 on padding
-    positions_BT    int32   position within the token's own datum (restarts at 0 per datum)
+    positions_BT    int32   position within the token's own datum (restarts at 0 per datum;
+                            a branch continues from its shared prefix's length)
     segment_ids_BT  int32   0 = padding, k = k-th datum of the row (1-based)
     datum_ids_BT    int32   index of the datum in the input list, -1 on padding
     mask_BT         float32 1 on real positions, 0 on padding
@@ -118,6 +126,8 @@ class Batch:
     datum_valid_D   float32 `[D]`, 1 for datum slots 0..N-1 (real datums), 0 after; see module doc
     score_idx_BP    int32   `[B, P]`: the slots of row b whose log-prob is computed, padded with T;
                             P = 0 (shape `[B, 0]`) means every slot
+    branch_ids_BT   int32   shared prefixes only (else None): 0 on a group's shared prefix and
+                            on unshared datums, k on the k-th member's own slots
     """
 
     tokens_BT: np.ndarray
@@ -129,17 +139,25 @@ class Batch:
     inputs: dict[str, np.ndarray]
     datum_valid_D: np.ndarray
     score_idx_BP: np.ndarray
+    branch_ids_BT: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each datum went: datum i occupies `[rows_N[i], starts_N[i] : starts_N[i] + lengths_N[i]]`."""
+    """Where each datum went: datum i occupies `[rows_N[i], starts_N[i] : starts_N[i] + lengths_N[i]]`.
+
+    With shared prefixes, datum i's first `shared_N[i]` positions are the slots
+    `[rows_N[i], prefix_starts_N[i] : prefix_starts_N[i] + shared_N[i]]` (its group owner's), and
+    its own slots `starts_N[i] ...` hold only the `lengths_N[i] - shared_N[i]` after them.
+    """
 
     rows_N: np.ndarray
     starts_N: np.ndarray
     lengths_N: np.ndarray
     batch_size: int
     seq_len: int
+    shared_N: np.ndarray | None = None
+    prefix_starts_N: np.ndarray | None = None
 
     @property
     def num_datums(self) -> int:
@@ -154,10 +172,14 @@ def unbatch(layout: Layout, array_BT) -> list[np.ndarray]:
             f"unbatch: array has shape {arr.shape}, expected leading dims "
             f"{(layout.batch_size, layout.seq_len)} from the layout"
         )
-    return [
-        arr[r, s : s + n]
-        for r, s, n in zip(layout.rows_N.tolist(), layout.starts_N.tolist(), layout.lengths_N.tolist())
-    ]
+    rows, starts, lengths = layout.rows_N.tolist(), layout.starts_N.tolist(), layout.lengths_N.tolist()
+    if layout.shared_N is None:
+        return [arr[r, s : s + n] for r, s, n in zip(rows, starts, lengths)]
+    out = []
+    shared, prefix_starts = layout.shared_N.tolist(), layout.prefix_starts_N.tolist()
+    for r, s, n, k, p in zip(rows, starts, lengths, shared, prefix_starts):
+        out.append(np.concatenate([arr[r, p : p + k], arr[r, s : s + n - k]]) if k else arr[r, s : s + n])
+    return out
 
 
 def _check_keys(data: Sequence[Datum]) -> list[str]:
@@ -266,11 +288,13 @@ def make_batch(
     batch_buckets: Sequence[int],
     scored: Sequence[np.ndarray | None] | None = None,
     score_fractions: Sequence[float] = (),
+    share_prefix: bool = False,
 ) -> tuple[Batch, Layout]:
     """Pad or pack `data` into a bucketed `Batch`; the `Layout` maps outputs back to datums.
 
     `scored` (one bool `[length]` per datum, None = all of it) restricts the log-probs to those
     positions (`Batch.score_idx_BP`) when the fullest row fits in a `score_fractions` share of T.
+    `share_prefix`: datums whose unscored starts agree share them (module doc); needs `scored`.
     """
     if not data:
         raise ValueError("make_batch needs at least one datum")
@@ -280,57 +304,86 @@ def make_batch(
     lengths_N = np.fromiter((d.length for d in data), np.int64, count=len(data))
     if (lengths_N == 0).any():
         raise ValueError(f"datum {int(np.argmin(lengths_N))} has an empty model_input")
-    rows_N, starts_N, b, t = _place(lengths_N, pack, seq_buckets, batch_buckets)
-    n, total = len(data), int(lengths_N.sum())
+    flags = None
+    if scored is not None:
+        flags = [None if m is None else np.asarray(m, bool) for m in scored]
+        for i, (f, d) in enumerate(zip(flags, data, strict=True)):
+            if f is not None and f.shape != (d.length,):
+                raise ValueError(f"datum {i}: scored positions have shape {f.shape}, expected ({d.length},)")
+    n = len(data)
+    token_lists = [np.asarray(d.model_input.to_ints(), np.int32) for d in data]
+    groups = [Group((i,)) for i in range(n)]
+    if share_prefix and flags is not None and lengths_N.max() <= seq_buckets[-1]:
+        targets = [np.asarray(d.loss_fn_inputs[TARGET_KEY]) for d in data]
+        groups = plan_groups(token_lists, targets, flags, max_len=seq_buckets[-1])
+    shared = any(g.shared for g in groups)
 
-    # Flat index of every real token in the [B*T] layout, in datum order.
-    offsets_N = np.cumsum(lengths_N) - lengths_N  # start of datum i in the concatenation
-    owner = np.repeat(np.arange(n), lengths_N)  # datum of each concatenated token
-    pos = np.arange(total) - offsets_N[owner]
-    dest = (rows_N * t + starts_N)[owner] + pos
-    # k-th datum of its row (1-based): rank of the start among the row's datums.
-    order = np.lexsort((starts_N, rows_N))
-    rank_N = np.empty(n, np.int64)
-    first_of_row = np.r_[True, rows_N[order][1:] != rows_N[order][:-1]]
-    group_start = np.maximum.accumulate(np.where(first_of_row, np.arange(n), 0))
-    rank_N[order] = np.arange(n) - group_start + 1
+    # Each group is one unit of the layout: its owner whole, then the other members' own slots.
+    unit_N = np.empty(n, np.int64)
+    skip_N = np.zeros(n, np.int64)  # leading positions held by the owner, not written again
+    offset_N = np.zeros(n, np.int64)  # start of the datum's own slots within its unit
+    branch_N = np.zeros(n, np.int64)  # branch id of the datum's own slots (0 alone)
+    for u, g in enumerate(groups):
+        used = 0
+        for k, i in enumerate(g.members):
+            unit_N[i], offset_N[i] = u, used
+            skip_N[i] = g.shared if k else 0
+            branch_N[i] = k + 1 if g.shared else 0
+            used += int(lengths_N[i] - skip_N[i])
+    own_N = lengths_N - skip_N
+    units_U = np.bincount(unit_N, weights=own_N, minlength=len(groups)).astype(np.int64)
+    rows_U, starts_U, b, t = _place(units_U, pack, seq_buckets, batch_buckets)
+    rows_N, starts_N = rows_U[unit_N], starts_U[unit_N] + offset_N
+    total = int(own_N.sum())
+
+    # Flat index of every written token in the [B*T] layout, in datum order.
+    offsets_N = np.cumsum(own_N) - own_N  # start of datum i's own tokens in the concatenation
+    owner = np.repeat(np.arange(n), own_N)  # datum of each concatenated token
+    pos = np.arange(total) - offsets_N[owner] + skip_N[owner]
+    dest = (rows_N * t + starts_N - skip_N)[owner] + pos
+    # k-th unit of its row (1-based): rank of the start among the row's units.
+    m = len(groups)
+    order = np.lexsort((starts_U, rows_U))
+    rank_U = np.empty(m, np.int64)
+    first_of_row = np.r_[True, rows_U[order][1:] != rows_U[order][:-1]]
+    group_start = np.maximum.accumulate(np.where(first_of_row, np.arange(m), 0))
+    rank_U[order] = np.arange(m) - group_start + 1
 
     def scatter(values, dtype, fill=0):
         out = np.full((b * t, *values.shape[1:]), fill, dtype)
         out[dest] = values
         return out.reshape(b, t, *values.shape[1:])
 
-    tokens = np.fromiter(
-        itertools.chain.from_iterable(d.model_input.to_ints() for d in data), np.int32, count=total
-    )
-    d_slots = b * t if pack else b
+    def own(arrays):
+        return np.concatenate([a[k:] for a, k in zip(arrays, skip_N.tolist())])
+
+    d_slots = b * t if pack or shared else b
     datum_valid_D = np.zeros(d_slots, np.float32)
     datum_valid_D[:n] = 1.0
     inputs = {
-        k: scatter(np.concatenate([d.loss_fn_inputs[k] for d in data]), np.float32)
-        for k in keys
-        if k != TARGET_KEY
+        k: scatter(own([d.loss_fn_inputs[k] for d in data]), np.float32) for k in keys if k != TARGET_KEY
     }
     batch = Batch(
-        tokens_BT=scatter(tokens, np.int32),
+        tokens_BT=scatter(own(token_lists), np.int32),
         positions_BT=scatter(pos, np.int32),
-        segment_ids_BT=scatter(rank_N[owner], np.int32),
+        segment_ids_BT=scatter(rank_U[unit_N][owner], np.int32),
         datum_ids_BT=scatter(owner, np.int32, fill=-1),
         mask_BT=scatter(np.ones(total, np.float32), np.float32),
-        targets_BT=scatter(np.concatenate([d.loss_fn_inputs[TARGET_KEY] for d in data]), np.int32),
+        targets_BT=scatter(own([d.loss_fn_inputs[TARGET_KEY] for d in data]), np.int32),
         inputs=inputs,
         datum_valid_D=datum_valid_D,
         score_idx_BP=np.zeros((b, 0), np.int32),
     )
-    if scored is not None and score_fractions:
-        flags = [
-            np.ones(d.length, bool) if m is None else np.asarray(m, bool)
-            for m, d in zip(scored, data, strict=True)
-        ]
-        for i, (f, d) in enumerate(zip(flags, data)):
-            if f.shape != (d.length,):
-                raise ValueError(f"datum {i}: scored positions have shape {f.shape}, expected ({d.length},)")
-        idx = _score_index(dest[np.concatenate(flags)], b, t, score_fractions)
+    if shared:
+        # The owner's shared positions are the prefix (branch 0); every other slot its datum's.
+        shared_N = np.array([groups[u].shared for u in unit_N.tolist()], np.int64)
+        branch = np.where(pos < shared_N[owner], 0, branch_N[owner])
+        batch = dataclasses.replace(batch, branch_ids_BT=scatter(branch, np.int32))
+    if flags is not None and score_fractions:
+        read = own([np.ones(d.length, bool) if f is None else f for f, d in zip(flags, data)])
+        idx = _score_index(dest[read], b, t, score_fractions)
         batch = dataclasses.replace(batch, score_idx_BP=idx)
     layout = Layout(rows_N=rows_N, starts_N=starts_N, lengths_N=lengths_N, batch_size=b, seq_len=t)
+    if shared:
+        layout = dataclasses.replace(layout, shared_N=skip_N, prefix_starts_N=starts_U[unit_N])
     return batch, layout

@@ -8,8 +8,10 @@ submission, while the worker dispatches the previous call to the device: the hos
 next batch while the device computes.
 
 The local fast paths live here, behind the port: a list longer than the largest batch bucket is
-split into several device calls; a built-in loss unembeds only the positions it reads; the
-sampling clients it makes score prompts (`compute_logprobs`) with the trainer's own forward.
+split into several device calls; a built-in loss unembeds only the positions it reads; datums
+of one call that start alike (an RL group's prompt, a DPO pair's) hold that start once
+(`share_prefix`, see `engine.shared_prefix`); the sampling clients it makes score prompts
+(`compute_logprobs`) with the trainer's own forward.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class LocalTrainingClient:
         mesh: Mesh | None = None,
         buckets: BucketConfig = BucketConfig(),
         pack: bool = False,
+        share_prefix: bool = True,
         remat: bool = False,
         seed: int = 0,
         model_name: str = "",
@@ -100,6 +103,7 @@ class LocalTrainingClient:
             mesh=mesh,
             buckets=buckets,
             pack=pack,
+            share_prefix=share_prefix,
             remat=remat,
             seed=seed,
             model_name=model_name,
@@ -126,6 +130,7 @@ class LocalTrainingClient:
         mesh: Mesh | None = None,
         buckets: BucketConfig = BucketConfig(),
         pack: bool = False,
+        share_prefix: bool = True,
         remat: bool = False,
         seed: int = 0,
         model_name: str = "",
@@ -135,6 +140,9 @@ class LocalTrainingClient:
         self.mesh = mesh or sharding.make_mesh()
         sharding.check_model(self.config, self.mesh)
         self.buckets, self.pack = buckets, pack
+        # Exact only where a datum's tokens do not interact: a MoE router's load-balancing loss
+        # (and capacity) counts every token, so a prefix held once would change it.
+        self.share_prefix = share_prefix and getattr(config, "moe", None) is None
         self.graphdef = graphdef
         self.frozen = jax.device_put(frozen, sharding.state_shardings(frozen, self.mesh))
         self._state: TrainState = place_state(init_train_state(trainable, seed), self.mesh)
@@ -176,6 +184,7 @@ class LocalTrainingClient:
             batch_buckets=self.buckets.batch_buckets,
             scored=scored,
             score_fractions=self.buckets.score_fractions,
+            share_prefix=self.share_prefix,
         )
         return batch, layout
 

@@ -4,6 +4,12 @@ A query at slot i may attend to a key at slot j iff `j <= i` (causal), both carr
 segment id, and the key's segment is not 0 (0 marks padding or an empty cache slot). Packed
 sequences get distinct segment ids within a row; padded rows use 0 on the padding; a KV cache
 is the same rule with the cache's own segment ids.
+
+Shared prefixes (`branch` ids, training only): several sequences that start with the same
+tokens sit in one segment as the prefix once, then each sequence's own continuation (its
+branch, ids 1, 2, ...; the prefix is branch 0). A key is then visible iff the rule above holds
+and the key is in the prefix or in the query's own branch, so each continuation sees the prefix
+and itself, never a sibling; its positions continue from the prefix's length.
 """
 
 from __future__ import annotations
@@ -18,17 +24,35 @@ from jaxcook.engine.sharding import constrain
 _MASKED = -1e30  # finite, so a fully masked row (a padding query) gives a uniform row, not NaN
 
 
-def attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, window: int | None = None) -> jnp.ndarray:
-    """Boolean mask [B, T, S]; with `window`, only keys fewer than `window` slots back.
+def attention_mask(
+    q_slot_T,
+    k_slot_S,
+    q_seg_BT,
+    k_seg_BS,
+    window: int | None = None,
+    *,
+    branches: tuple | None = None,
+) -> jnp.ndarray:
+    """Boolean mask [B, T, S]; with `window`, only keys fewer than `window` positions back.
 
     Slots are consecutive within a segment (packed rows, left-padded prompts and their
-    continuation alike), so a slot distance is a position distance.
+    continuation alike), so a slot distance is a position distance. `branches`, a tuple
+    `(q_branch_BT, k_branch_BS, q_pos_BT, k_pos_BS)`, adds the shared-prefix rule (module doc);
+    there a slot distance is not a position distance, so the window is measured in positions.
     """
     causal_TS = k_slot_S[None, :] <= q_slot_T[:, None]
-    if window is not None:
+    if window is not None and branches is None:
         causal_TS = causal_TS & (k_slot_S[None, :] > q_slot_T[:, None] - window)
     same_BTS = q_seg_BT[:, :, None] == k_seg_BS[:, None, :]
-    return causal_TS[None] & same_BTS & (k_seg_BS[:, None, :] != 0)
+    mask_BTS = causal_TS[None] & same_BTS & (k_seg_BS[:, None, :] != 0)
+    if branches is None:
+        return mask_BTS
+    q_branch_BT, k_branch_BS, q_pos_BT, k_pos_BS = branches
+    k_branch_B1S = k_branch_BS[:, None, :]
+    mask_BTS = mask_BTS & ((k_branch_B1S == 0) | (k_branch_B1S == q_branch_BT[:, :, None]))
+    if window is not None:
+        mask_BTS = mask_BTS & (k_pos_BS[:, None, :] > q_pos_BT[:, :, None] - window)
+    return mask_BTS
 
 
 QUERY_CHUNK = 512  # queries per block of the XLA path (scores held: [B, K, G, 512, S] f32)

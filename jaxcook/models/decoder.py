@@ -194,21 +194,31 @@ class Decoder(nnx.Module):
             else None
         )
 
-    def attention_inputs(self, positions_BT, q_slot_T, k_slot_S, q_seg_BT, k_seg_BS) -> dict:
-        """(cos, sin, mask) per attention kind the model has: "full" and/or "sliding"."""
+    def attention_inputs(
+        self, positions_BT, q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, branch_ids_BT=None
+    ) -> dict:
+        """(cos, sin, mask) per attention kind the model has: "full" and/or "sliding".
+
+        `branch_ids_BT` (no cache: queries and keys are the same slots) adds the shared-prefix
+        rule of `attention.attention_mask`."""
         cfg = self.config
         kinds = set(cfg.sliding_layers())
+        branches = (
+            None if branch_ids_BT is None else (branch_ids_BT, branch_ids_BT, positions_BT, positions_BT)
+        )
         out = {}
         if False in kinds:
             inv_freq = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-            mask = attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS)
+            mask = attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, branches=branches)
             out["full"] = (*_scaled(rope_cos_sin(positions_BT, inv_freq), cfg.rope_scaling), mask)
         if True in kinds:
             local = cfg.local_rope_theta is not None  # Gemma 3: sliding layers use plain rope
             theta = cfg.local_rope_theta if local else cfg.rope_theta
             scaling = None if local else cfg.rope_scaling
             inv_freq = inverse_frequencies(cfg.head_dim, theta, scaling)
-            mask = attention_mask(q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, cfg.sliding_window)
+            mask = attention_mask(
+                q_slot_T, k_slot_S, q_seg_BT, k_seg_BS, cfg.sliding_window, branches=branches
+            )
             out["sliding"] = (*_scaled(rope_cos_sin(positions_BT, inv_freq), scaling), mask)
         return out
 
@@ -223,9 +233,19 @@ class Decoder(nnx.Module):
         return jax.tree.map(lambda s, f: jnp.where(is_sliding, s, f), inputs["sliding"], inputs["full"])
 
     def __call__(
-        self, tokens_BT, positions_BT, segment_ids_BT, *, cache=None, remat: bool = False, return_aux=False
+        self,
+        tokens_BT,
+        positions_BT,
+        segment_ids_BT,
+        *,
+        cache=None,
+        remat: bool = False,
+        return_aux=False,
+        branch_ids_BT=None,
     ):
         """Final-norm hidden states [B, T, D] (and the updated cache when one is given).
+
+        `branch_ids_BT` (training batches without a cache): shared prefixes, see `attention`.
 
         A MoE model with `moe.aux_loss_coef > 0` adds coef x the load-balancing loss to the
         gradient (`moe.add_to_objective`); `return_aux=True` also returns the loss itself.
@@ -238,7 +258,9 @@ class Decoder(nnx.Module):
 
         if cache is None:
             slots_T = jnp.arange(T)
-            inputs = self.attention_inputs(positions_BT, slots_T, slots_T, segment_ids_BT, segment_ids_BT)
+            inputs = self.attention_inputs(
+                positions_BT, slots_T, slots_T, segment_ids_BT, segment_ids_BT, branch_ids_BT
+            )
             aux = cfg.moe is not None and (return_aux or cfg.moe.aux_loss_coef > 0)
             valid_BT = segment_ids_BT != 0
             for i, dense_block in enumerate(self.dense_layers or ()):
@@ -266,6 +288,8 @@ class Decoder(nnx.Module):
                 x_BTD = moe_lib.add_to_objective(x_BTD, cfg.moe.aux_loss_coef * aux_loss)
             return (self.norm(x_BTD), aux_loss) if return_aux else self.norm(x_BTD)
 
+        if branch_ids_BT is not None:
+            raise ValueError("branch_ids_BT (shared prefixes) is for training batches, not a KV cache")
         index = cache["index"]
         k_seg_BS = jax.lax.dynamic_update_slice(
             cache["segment_ids"], segment_ids_BT.astype(jnp.int32), (0, index)

@@ -32,6 +32,8 @@ class ModelOptions:
     distributed: DistributedConfig = DistributedConfig()  # multi-host: coordinator (else JAXCOOK_* env)
     remat: bool = False  # gradient checkpointing of each layer
     pack: bool = False  # pack several sequences per row (segment ids) instead of padding
+    # datums of one call that start alike (RL group, DPO pair) hold that start once (exact)
+    share_prefix: bool = True
     load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer
 
     def __post_init__(self):
@@ -71,6 +73,7 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
         distributed=options.distributed,
         matmul_dtype=options.matmul_dtype,
         pack=options.pack,
+        share_prefix=options.share_prefix,
         remat=options.remat,
         param_dtype=options.param_dtype,
         seed=seed,
