@@ -122,6 +122,16 @@ def build_rows(
     return batch
 
 
+def _check_split(B: int, mesh: Mesh) -> int:
+    shards = sharding.num_batch_shards(mesh)
+    if B % shards:
+        raise ValueError(
+            f"batch bucket {B} does not split over {shards} devices; "
+            "use batch buckets that are multiples of the device count"
+        )
+    return B
+
+
 def make_process_batch(
     data: Sequence[Datum],
     mesh: Mesh,
@@ -131,24 +141,24 @@ def make_process_batch(
     batch_buckets: Sequence[int],
     scored: Sequence[np.ndarray | None] | None = None,
     score_fractions: Sequence[float] = (),
+    share_prefix: bool = False,
 ) -> tuple[Batch, Layout, Batch]:
     """The global device `Batch` (rows over the mesh's batch axes), its `Layout`, and the host
     `Batch` this process built (its own rows only; every row when one process holds them all)."""
     kw = dict(pack=pack, scored=scored, score_fractions=score_fractions)
-    layout, p = plan(data, seq_buckets=seq_buckets, batch_buckets=batch_buckets, **kw)
-    B = layout.batch_size
-    shards = sharding.num_batch_shards(mesh)
-    if B % shards:
-        raise ValueError(
-            f"batch bucket {B} does not split over {shards} devices; "
-            "use batch buckets that are multiples of the device count"
-        )
-    rows = local_rows(mesh, B)
     row, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    if len(rows) == B:  # this process holds every row: the plain batch, placed as it is
-        host, _ = make_batch(data, seq_buckets=seq_buckets, batch_buckets=batch_buckets, **kw)
+    if jax.process_count() == 1:  # every row is this process's: the plain batch, placed as it is
+        host, layout = make_batch(
+            data, seq_buckets=seq_buckets, batch_buckets=batch_buckets, share_prefix=share_prefix, **kw
+        )
+        B = _check_split(layout.batch_size, mesh)
         place = lambda x: distributed.place(x, row if x.ndim and x.shape[0] == B else rep)
         return jax.tree.map(place, host), layout, host
+    # Several processes plan the rows from lengths alone, so shared prefixes (`share_prefix`) are
+    # not laid out here: the unshared layout is exact, it only spends more tokens.
+    layout, p = plan(data, seq_buckets=seq_buckets, batch_buckets=batch_buckets, **kw)
+    B = _check_split(layout.batch_size, mesh)
+    rows = local_rows(mesh, B)
     host = build_rows(data, layout, p, rows, **kw)
 
     def put(path, x):
