@@ -89,8 +89,9 @@ MODELS: dict[str, ModelSpec] = {
     # gemma3_text (base models; the larger Gemma 3 checkpoints are multimodal `gemma3`)
     "google/gemma-3-270m": ModelSpec(hub_id="google/gemma-3-270m", renderer="role_colon"),
     "google/gemma-3-1b-pt": ModelSpec(hub_id="google/gemma-3-1b-pt", renderer="role_colon"),
-    # deepseek_v3 and kimi_k2 (the hub weights are FP8, Kimi-K2-Thinking's experts INT4: the config
-    # reader asks for a dequantised bf16 copy, which loads). `kimi_k2` renders K2 Thinking's
+    # deepseek_v3 and kimi_k2 (DeepSeek's block-FP8 hub weights are dequantised at load;
+    # Kimi-K2-Thinking's INT4 experts: the config reader asks for a dequantised bf16 copy, which
+    # loads). `kimi_k2` renders K2 Thinking's
     # template (`<think>`), so Kimi-K2-Instruct (no thinking) has no entry.
     "deepseek-ai/DeepSeek-V3.1": ModelSpec(hub_id="deepseek-ai/DeepSeek-V3.1", renderer="deepseekv3"),
     "deepseek-ai/DeepSeek-V3.1-Base": ModelSpec(

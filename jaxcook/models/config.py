@@ -127,6 +127,9 @@ class ModelConfig:
     query_pre_attn_scalar: float | None = None  # attention scale scalar^-1/2 instead of head_dim
     o_bias: bool = False  # a bias on the attention output projection (GPT-OSS)
     attn_sinks: bool = False  # a learned per-head logit every query also attends to (GPT-OSS)
+    # block-FP8 checkpoint (DeepSeek V3): (rows, cols) of a weight_scale_inv block; dequantised on
+    # load (`fp8.py`), so never exported
+    fp8_block_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys kept for export
 
     def __post_init__(self):

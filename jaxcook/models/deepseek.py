@@ -16,6 +16,7 @@ matmuls over the rows routed to each expert); the `shared_experts` are one SwiGL
 Checkpoints store the bias as `mlp.gate.e_score_correction_bias` (our parameter map names it
 `mlp.gate.e_score_correction.bias`) and, when they have multi-token-prediction modules, those
 as extra layers `model.layers.{L..}` (not part of the forward pass; skipped, as HF does).
+Block-FP8 checkpoints (DeepSeek's own) are dequantised on read (`fp8.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flax import nnx
 from jaxcook.models import expert_parallel
 from jaxcook.models.config import MoeConfig
 from jaxcook.models.expert_weights import ExpertSource, split_experts
+from jaxcook.models.fp8 import Fp8Source
 from jaxcook.models.fused import swiglu
 from jaxcook.models.layers import Buffer, Linear, param
 from jaxcook.models.moe import Experts, router_stats
@@ -137,7 +139,10 @@ class DeepseekSource:
     """A weight source in HF DeepSeek V3 names, seen in the parameter map's names."""
 
     def __init__(self, source, cfg):
-        self.source = ExpertSource(_MainLayers(source, cfg.num_layers), cfg.moe.num_experts)
+        source = _MainLayers(source, cfg.num_layers)
+        if cfg.fp8_block_size is not None:  # per-expert [out, in] FP8 tensors: dequantised first
+            source = Fp8Source(source, cfg.fp8_block_size)
+        self.source = ExpertSource(source, cfg.moe.num_experts)
         self.folder = self.source.folder
         self._hf = {_ours(n): n for n in self.source.names()}
 

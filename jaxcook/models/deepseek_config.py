@@ -4,9 +4,11 @@ builds without remote code).
 
 Both the transformers-5 fields and those of DeepSeek's own configs (`topk_method`,
 `scoring_func`, `moe_layer_freq`, ...) are read; a field that would change the forward pass in a
-way not built here is an error naming it, e.g. a rope type other than default / YaRN, or FP8
-(`quantization_config`) weights. Multi-token-prediction modules (`num_nextn_predict_layers`)
-are not part of the forward pass: their tensors are skipped on load and not exported.
+way not built here is an error naming it, e.g. a rope type other than default / YaRN. Block-FP8
+weights (`quantization_config`, as DeepSeek ships them) are dequantised on load (`fp8.py`); any
+other quantisation is an error naming the field. Multi-token-prediction modules
+(`num_nextn_predict_layers`) are not part of the forward pass: their tensors are skipped on load
+and not exported.
 """
 
 from __future__ import annotations
@@ -52,14 +54,47 @@ ALLOWED = {
 }
 
 
-def read_deepseek_v3(hf: dict, source: str) -> dict[str, Any]:
-    if hf.get("quantization_config") is not None:
-        method = hf["quantization_config"].get("quant_method")
+# quantization_config fields (transformers' FineGrainedFP8Config) that need a given value; the
+# others read are `weight_block_size` and the forward-neutral `modules_to_not_convert`, `dequantize`
+_FP8_FIXED = {
+    "fmt": ("e4m3",),
+    "activation_scheme": ("dynamic",),  # "static" would quantise activations with stored scales
+    "scale_fmt": ("float", "ue8m0"),  # fp32 scales, or powers of two (DeepSeek V3.1)
+    "expert_dtype": ("fp8",),
+}
+_FP8_FIELDS = {"quant_method", "weight_block_size", "modules_to_not_convert", "dequantize", *_FP8_FIXED}
+
+
+def read_fp8(quant: dict, source: str) -> tuple[int, int]:
+    """The (rows, cols) FP8 block of a `quantization_config`; anything else is an error naming it."""
+    where = f"{source}: quantization_config"
+    if not isinstance(quant, dict):
+        raise ConfigError(f"{where} must be an object, got {quant!r}")
+    if quant.get("quant_method") != "fp8":
         raise ConfigError(
-            f"{source}: unsupported quantization_config (quant_method={method!r}): "
-            "dequantise the checkpoint to bf16 first"
+            f"{where}.quant_method {quant.get('quant_method')!r} is not supported "
+            "(only block FP8, 'fp8'; dequantise the checkpoint to bf16 first)"
         )
-    _check_fields(hf, ALLOWED, source)
+    for key in quant:
+        if key not in _FP8_FIELDS:
+            raise ConfigError(f"{where}: unsupported field {key!r}")
+    for key, allowed in _FP8_FIXED.items():
+        if key in quant and quant[key] not in allowed:
+            raise ConfigError(f"{where}.{key} {quant[key]!r} is not supported (only {', '.join(allowed)})")
+    block = quant.get("weight_block_size", [128, 128])  # transformers' default
+    if not (
+        isinstance(block, list | tuple)
+        and len(block) == 2
+        and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)
+    ):
+        raise ConfigError(f"{where}.weight_block_size {block!r} must be two positive ints [rows, cols]")
+    return int(block[0]), int(block[1])
+
+
+def read_deepseek_v3(hf: dict, source: str) -> dict[str, Any]:
+    quant = hf.get("quantization_config")
+    fp8_block = None if quant is None else read_fp8(quant, source)
+    _check_fields(hf, ALLOWED | {"quantization_config"}, source)
     _require(hf, "hidden_act", lambda v: v == "silu", source, "only 'silu'")
     _require(hf, "attention_bias", lambda v: not v, source, "q/kv/o biases are not supported")
     _require(hf, "topk_method", lambda v: v == "noaux_tc", source, "only 'noaux_tc' routing")
@@ -115,6 +150,7 @@ def read_deepseek_v3(hf: dict, source: str) -> dict[str, Any]:
         mla=mla,
         moe=moe,
         first_dense_layers=int(hf.get("first_k_dense_replace") or 0),
+        fp8_block_size=fp8_block,
     )
 
 

@@ -2,7 +2,8 @@
 
 Each file's header is validated up front (a truncated or corrupt file is reported by name
 before any weight is read); tensors are read one at a time with `safe_open`, or just a slice of
-one (`get_slice`: what one device of a mesh holds).
+one (`get_slice`: what one device of a mesh holds). FP8 tensors (which safetensors' numpy reader
+does not know) are read straight from the file as `ml_dtypes` arrays.
 """
 
 from __future__ import annotations
@@ -11,8 +12,16 @@ import json
 import struct
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 from safetensors import safe_open
+
+# safetensors dtype -> numpy dtype, for the dtypes its numpy reader lacks
+RAW_DTYPES = {
+    "F8_E4M3": ml_dtypes.float8_e4m3fn,
+    "F8_E5M2": ml_dtypes.float8_e5m2,
+    "F8_E8M0": ml_dtypes.float8_e8m0fnu,
+}
 
 
 class WeightsError(ValueError):
@@ -20,7 +29,7 @@ class WeightsError(ValueError):
 
 
 def _check_file(path: Path) -> dict:
-    """Parse and sanity-check the header; return {name: (dtype, shape)}."""
+    """Parse and sanity-check the header; return {name: (dtype, shape, file offset of the data)}."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -40,7 +49,10 @@ def _check_file(path: Path) -> dict:
     if 8 + header_len + end > size:
         missing = 8 + header_len + end - size
         raise WeightsError(f"{path}: truncated safetensors file ({missing} bytes of tensor data missing)")
-    return {name: (info["dtype"], tuple(info["shape"])) for name, info in header.items()}
+    return {
+        name: (info["dtype"], tuple(info["shape"]), 8 + header_len + info["data_offsets"][0])
+        for name, info in header.items()
+    }
 
 
 class SafetensorsSource:
@@ -62,14 +74,17 @@ class SafetensorsSource:
             raise WeightsError(f"{self.folder}: no *.safetensors weights found")
         self._file_of: dict[str, Path] = {}
         self._shape: dict[str, tuple[int, ...]] = {}
+        self._raw: dict[str, tuple[np.dtype, int]] = {}  # FP8 tensors: (dtype, file offset)
         for name in files:
             path = self.folder / name
             if not path.exists():
                 raise WeightsError(f"{index}: lists {name}, which is missing from {self.folder}")
-            for tensor, (_, shape) in _check_file(path).items():
+            for tensor, (dtype, shape, offset) in _check_file(path).items():
                 if weight_map is not None and weight_map.get(tensor) != name:
                     continue
                 self._file_of[tensor], self._shape[tensor] = path, shape
+                if dtype in RAW_DTYPES:
+                    self._raw[tensor] = (np.dtype(RAW_DTYPES[dtype]), offset)
         self._handles: dict[Path, object] = {}
 
     def names(self) -> list[str]:
@@ -80,6 +95,10 @@ class SafetensorsSource:
 
     def get(self, name: str) -> np.ndarray:
         path = self._file_of[name]
+        if name in self._raw:
+            dtype, offset = self._raw[name]
+            count = int(np.prod(self._shape[name]))
+            return np.fromfile(path, dtype, count=count, offset=offset).reshape(self._shape[name])
         if path not in self._handles:
             self._handles[path] = safe_open(str(path), framework="numpy")
         try:
@@ -92,6 +111,8 @@ class SafetensorsSource:
     def get_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
         """`get(name)[index]` reading only that slice from the file (`safe_open(...).get_slice`)."""
         path = self._file_of[name]
+        if name in self._raw:
+            return self.get(name)[index]
         if path not in self._handles:
             self._handles[path] = safe_open(str(path), framework="numpy")
         try:

@@ -17,7 +17,7 @@ from jaxcook.models.deepseek import DeepseekSource, sigmoid_group_topk
 from jaxcook.models.mla import absorbed_attention, absorbs, expanded_attention
 from tests.models.families import save_random_hf
 
-# DeepSeek-V3(.1)'s config.json as the hub ships it (transformers-4 layout), minus FP8.
+# DeepSeek-V3(.1)'s config.json as the hub ships it (transformers-4 layout), minus FP8 (`FP8`).
 HUB_V3 = {
     "architectures": ["DeepseekV3ForCausalLM"],
     "attention_bias": False,
@@ -90,6 +90,22 @@ HUB_KIMI = {
 }
 
 
+# DeepSeek-V3.1's quantization_config (V3's lacks scale_fmt)
+FP8 = {
+    "activation_scheme": "dynamic",
+    "fmt": "e4m3",
+    "quant_method": "fp8",
+    "scale_fmt": "ue8m0",
+    "weight_block_size": [128, 128],
+}
+
+
+def test_fp8_hub_config_reads_its_block_and_exports_unquantised():
+    v3 = ModelConfig.from_hf({**HUB_V3, "quantization_config": FP8})
+    assert v3.fp8_block_size == (128, 128)
+    assert "quantization_config" not in v3.to_hf() and ModelConfig.from_hf(HUB_V3).fp8_block_size is None
+
+
 def test_hub_configs_read_and_write_back_as_deepseek_v3():
     v3 = ModelConfig.from_hf(HUB_V3)
     assert v3.mla == MlaConfig(
@@ -109,7 +125,13 @@ def test_hub_configs_read_and_write_back_as_deepseek_v3():
 @pytest.mark.parametrize(
     "change, field",
     [
-        ({"quantization_config": {"quant_method": "fp8"}}, "quantization_config"),
+        ({"quantization_config": {**FP8, "quant_method": "compressed-tensors"}}, r"\.quant_method"),
+        ({"quantization_config": {**FP8, "fmt": "e5m2"}}, r"quantization_config\.fmt 'e5m2'"),
+        ({"quantization_config": {**FP8, "activation_scheme": "static"}}, r"\.activation_scheme"),
+        ({"quantization_config": {**FP8, "weight_block_size": [128]}}, r"\.weight_block_size"),
+        ({"quantization_config": {**FP8, "weight_block_size": None}}, r"\.weight_block_size"),
+        ({"quantization_config": {**FP8, "expert_dtype": "fp4"}}, r"\.expert_dtype"),
+        ({"quantization_config": {**FP8, "modules_to_convert": ["embed"]}}, "'modules_to_convert'"),
         ({"topk_method": "group_limited_greedy"}, "topk_method"),
         ({"scoring_func": "softmax"}, "scoring_func"),
         ({"rope_scaling": {"type": "linear", "factor": 4.0}}, "'linear'"),
