@@ -219,3 +219,25 @@ class SupervisedDataset(Protocol):
     def __len__(self) -> int: ...
 
     def set_epoch(self, epoch: int) -> None: ...
+
+
+def per_prompt(
+    prompts: Sequence[ModelInput],
+    num_samples: int | Sequence[int],
+    sampling_params: SamplingParams | Sequence[SamplingParams],
+) -> tuple[list[int], list[SamplingParams]]:
+    """`sample_many`'s `num_samples` and `sampling_params`, one per prompt (given once for all
+    prompts or one per prompt); a mismatch is a one-line error."""
+    if not prompts:
+        raise ValueError("sample_many: no prompts")
+    counts = [num_samples] * len(prompts) if isinstance(num_samples, int) else list(num_samples)
+    params = (
+        [sampling_params] * len(prompts)
+        if isinstance(sampling_params, SamplingParams)
+        else list(sampling_params)
+    )
+    if not len(counts) == len(params) == len(prompts):
+        raise ValueError(
+            f"sample_many: {len(prompts)} prompts, {len(counts)} num_samples, {len(params)} sampling_params"
+        )
+    return counts, params

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from jaxcook.backends import tinker_wire as wire
+from jaxcook.ports import per_prompt
 from jaxcook.types import ModelInput, SamplingParams
 
 
@@ -70,19 +71,7 @@ class TinkerSamplingClient:
         sampling_params: SamplingParams | Sequence[SamplingParams],
         include_prompt_logprobs: bool = False,
     ) -> Future:
-        if not prompts:
-            raise ValueError("sample_many: no prompts")
-        counts = [num_samples] * len(prompts) if isinstance(num_samples, int) else list(num_samples)
-        params = (
-            [sampling_params] * len(prompts)
-            if isinstance(sampling_params, SamplingParams)
-            else list(sampling_params)
-        )
-        if not len(counts) == len(params) == len(prompts):
-            raise ValueError(
-                f"sample_many: {len(prompts)} prompts, {len(counts)} num_samples, "
-                f"{len(params)} sampling_params"
-            )
+        counts, params = per_prompt(prompts, num_samples, sampling_params)
         return gather(
             [self.sample(p, n, sp, include_prompt_logprobs) for p, n, sp in zip(prompts, counts, params)]
         )

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcook.engine.distributed import to_host
+from jaxcook.ports import per_prompt
 from jaxcook.sampling import weights as weights_lib
 from jaxcook.sampling.decode import decode
 from jaxcook.sampling.plan import Request, SamplerBuckets, build, unpack
@@ -226,19 +227,7 @@ class LocalSamplingClient:
     ) -> Future:
         """One sampler call for many prompts: Future[list[SampleResponse]] in prompt order.
         `num_samples` and `sampling_params` are one for all prompts or one per prompt."""
-        if not prompts:
-            raise ValueError("sample_many: no prompts")
-        counts = [num_samples] * len(prompts) if isinstance(num_samples, int) else list(num_samples)
-        params = (
-            [sampling_params] * len(prompts)
-            if isinstance(sampling_params, SamplingParams)
-            else list(sampling_params)
-        )
-        if not len(counts) == len(params) == len(prompts):
-            raise ValueError(
-                f"sample_many: {len(prompts)} prompts, {len(counts)} num_samples, "
-                f"{len(params)} sampling_params"
-            )
+        counts, params = per_prompt(prompts, num_samples, sampling_params)
         requests = [
             self._request(p, n, sp, include_prompt_logprobs) for p, n, sp in zip(prompts, counts, params)
         ]
