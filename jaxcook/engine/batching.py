@@ -280,6 +280,21 @@ def _score_index(scored_dest: np.ndarray, b: int, t: int, fractions: Sequence[fl
     return idx
 
 
+def check_data(
+    data: Sequence[Datum], seq_buckets: Sequence[int], batch_buckets: Sequence[int]
+) -> tuple[list[str], np.ndarray]:
+    """`make_batch`'s input checks (one-line errors); the datums' loss-input keys and lengths [N]."""
+    if not data:
+        raise ValueError("make_batch needs at least one datum")
+    _check_buckets("seq_buckets", seq_buckets)
+    _check_buckets("batch_buckets", batch_buckets)
+    keys = _check_keys(data)
+    lengths_N = np.fromiter((d.length for d in data), np.int64, count=len(data))
+    if (lengths_N == 0).any():
+        raise ValueError(f"datum {int(np.argmin(lengths_N))} has an empty model_input")
+    return keys, lengths_N
+
+
 def make_batch(
     data: Sequence[Datum],
     *,
@@ -296,14 +311,7 @@ def make_batch(
     positions (`Batch.score_idx_BP`) when the fullest row fits in a `score_fractions` share of T.
     `share_prefix`: datums whose unscored starts agree share them (module doc); needs `scored`.
     """
-    if not data:
-        raise ValueError("make_batch needs at least one datum")
-    _check_buckets("seq_buckets", seq_buckets)
-    _check_buckets("batch_buckets", batch_buckets)
-    keys = _check_keys(data)
-    lengths_N = np.fromiter((d.length for d in data), np.int64, count=len(data))
-    if (lengths_N == 0).any():
-        raise ValueError(f"datum {int(np.argmin(lengths_N))} has an empty model_input")
+    keys, lengths_N = check_data(data, seq_buckets, batch_buckets)
     flags = None
     if scored is not None:
         flags = [None if m is None else np.asarray(m, bool) for m in scored]

@@ -53,14 +53,7 @@ def plan(
 ) -> tuple[Layout, int]:
     """The global `Layout` and scored-position count P of `make_batch(data, ...)`, from lengths
     alone (the same checks and errors as `make_batch`)."""
-    if not data:
-        raise ValueError("make_batch needs at least one datum")
-    batching._check_buckets("seq_buckets", seq_buckets)
-    batching._check_buckets("batch_buckets", batch_buckets)
-    batching._check_keys(data)
-    lengths_N = np.fromiter((d.length for d in data), np.int64, count=len(data))
-    if (lengths_N == 0).any():
-        raise ValueError(f"datum {int(np.argmin(lengths_N))} has an empty model_input")
+    _, lengths_N = batching.check_data(data, seq_buckets, batch_buckets)
     rows_N, starts_N, b, t = batching._place(lengths_N, pack, seq_buckets, batch_buckets)
     layout = Layout(rows_N=rows_N, starts_N=starts_N, lengths_N=lengths_N, batch_size=b, seq_len=t)
     p = 0
