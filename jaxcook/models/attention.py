@@ -86,7 +86,10 @@ def dpa_attention(q_BTHD, k_BSKD, v_BSKD, mask_BTS, *, implementation=None, scal
 
 
 def _query_chunk(T: int) -> int:
-    """The largest power-of-two block <= QUERY_CHUNK that divides T (T itself if none >= 64)."""
+    """T itself up to QUERY_CHUNK (one block: no loop); beyond it the largest power-of-two block
+    <= QUERY_CHUNK that divides T (T itself if none >= 64)."""
+    if T <= QUERY_CHUNK:
+        return T
     c = QUERY_CHUNK
     while c >= 64:
         if T > c and T % c == 0:

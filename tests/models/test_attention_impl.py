@@ -22,6 +22,14 @@ def inputs(B=2, T=256, H=4, K=2, D=8, seed=0):
     return q, k, v, mask, jnp.asarray(seg != 0)
 
 
+def test_sequences_up_to_the_block_are_one_block():
+    # No loop over query blocks where the whole [T, S] scores are small (T = 256 used to run as a
+    # loop of two 128-query blocks, each rematerialised on its own).
+    assert attention._query_chunk(256) == 256 and attention._query_chunk(attention.QUERY_CHUNK) == 512
+    assert attention._query_chunk(1024) == 512 and attention._query_chunk(1536) == 512
+    assert attention._query_chunk(1000) == 1000  # no power-of-two block >= 64 divides it
+
+
 def test_query_blocks_and_dot_product_attention_match(monkeypatch):
     q, k, v, mask, real_BT = inputs()
     monkeypatch.setattr(attention, "QUERY_CHUNK", 64)
