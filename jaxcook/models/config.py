@@ -130,6 +130,9 @@ class ModelConfig:
     # block-FP8 checkpoint (DeepSeek V3): (rows, cols) of a weight_scale_inv block; dequantised on
     # load (`fp8.py`), so never exported
     fp8_block_size: tuple[int, int] | None = None
+    # compressed-tensors packed INT4 checkpoint (Kimi K2 Thinking): input columns per scale;
+    # dequantised on load (`int4.py`), so never exported
+    int4_group_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys kept for export
 
     def __post_init__(self):

@@ -16,7 +16,8 @@ matmuls over the rows routed to each expert); the `shared_experts` are one SwiGL
 Checkpoints store the bias as `mlp.gate.e_score_correction_bias` (our parameter map names it
 `mlp.gate.e_score_correction.bias`) and, when they have multi-token-prediction modules, those
 as extra layers `model.layers.{L..}` (not part of the forward pass; skipped, as HF does).
-Block-FP8 checkpoints (DeepSeek's own) are dequantised on read (`fp8.py`).
+Block-FP8 checkpoints (DeepSeek's own) and packed-INT4 ones (Kimi K2 Thinking's) are dequantised on
+read (`fp8.py`, `int4.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from jaxcook.models.config import MoeConfig
 from jaxcook.models.expert_weights import ExpertSource, split_experts
 from jaxcook.models.fp8 import Fp8Source
 from jaxcook.models.fused import swiglu
+from jaxcook.models.int4 import PackedInt4Source
 from jaxcook.models.layers import Buffer, Linear, param
 from jaxcook.models.moe import Experts, router_stats
 
@@ -142,6 +144,8 @@ class DeepseekSource:
         source = _MainLayers(source, cfg.num_layers)
         if cfg.fp8_block_size is not None:  # per-expert [out, in] FP8 tensors: dequantised first
             source = Fp8Source(source, cfg.fp8_block_size)
+        if cfg.int4_group_size is not None:  # Kimi's packed INT4 experts: likewise
+            source = PackedInt4Source(source, cfg.int4_group_size)
         self.source = ExpertSource(source, cfg.moe.num_experts)
         self.folder = self.source.folder
         self._hf = {_ours(n): n for n in self.source.names()}

@@ -5,8 +5,9 @@ builds without remote code).
 Both the transformers-5 fields and those of DeepSeek's own configs (`topk_method`,
 `scoring_func`, `moe_layer_freq`, ...) are read; a field that would change the forward pass in a
 way not built here is an error naming it, e.g. a rope type other than default / YaRN. Block-FP8
-weights (`quantization_config`, as DeepSeek ships them) are dequantised on load (`fp8.py`); any
-other quantisation is an error naming the field. Multi-token-prediction modules
+weights (`quantization_config`, as DeepSeek ships them, `fp8.py`) and compressed-tensors' packed
+INT4 experts (Kimi K2 Thinking, `int4.py`) are dequantised on load; any other quantisation is an
+error naming the field. Multi-token-prediction modules
 (`num_nextn_predict_layers`) are not part of the forward pass: their tensors are skipped on load
 and not exported.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from jaxcook.models.config import ConfigError, MlaConfig, MoeConfig, _read_rope
 from jaxcook.models.families import _check_fields, _common, _need, _require
+from jaxcook.models.int4 import read_compressed_int4
 
 ALLOWED = {
     "hidden_act",
@@ -73,7 +75,7 @@ def read_fp8(quant: dict, source: str) -> tuple[int, int]:
     if quant.get("quant_method") != "fp8":
         raise ConfigError(
             f"{where}.quant_method {quant.get('quant_method')!r} is not supported "
-            "(only block FP8, 'fp8'; dequantise the checkpoint to bf16 first)"
+            "(only block FP8, 'fp8', and compressed-tensors' packed int4)"
         )
     for key in quant:
         if key not in _FP8_FIELDS:
@@ -93,7 +95,11 @@ def read_fp8(quant: dict, source: str) -> tuple[int, int]:
 
 def read_deepseek_v3(hf: dict, source: str) -> dict[str, Any]:
     quant = hf.get("quantization_config")
-    fp8_block = None if quant is None else read_fp8(quant, source)
+    fp8_block = int4_group = None
+    if isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors":
+        int4_group = read_compressed_int4(quant, source)  # Kimi K2 Thinking's INT4 experts
+    elif quant is not None:
+        fp8_block = read_fp8(quant, source)
     _check_fields(hf, ALLOWED | {"quantization_config"}, source)
     _require(hf, "hidden_act", lambda v: v == "silu", source, "only 'silu'")
     _require(hf, "attention_bias", lambda v: not v, source, "q/kv/o biases are not supported")
@@ -151,6 +157,7 @@ def read_deepseek_v3(hf: dict, source: str) -> dict[str, Any]:
         moe=moe,
         first_dense_layers=int(hf.get("first_k_dense_replace") or 0),
         fp8_block_size=fp8_block,
+        int4_group_size=int4_group,
     )
 
 
