@@ -9,8 +9,9 @@
 - `gemma3`: the converter stores every `*norm.weight` plus one (Gemma's RMSNorm scales by 1 + w);
   one is subtracted back. llama.cpp fixes what the file does not say: every sixth layer is global
   (the others slide over `attention.sliding_window`; none when that key is absent), local layers
-  use rope base 10000 and no scaling, and the query scale is `head_dim^-1/2` (27B, 62 layers:
-  `(hidden / heads)^-1/2`); the config read here says the same.
+  use rope base 10000 (`rope.freq_base_swa` where a file has it) and no scaling, and the query
+  scale is `head_dim^-1/2` (27B, 62 layers: `(hidden / heads)^-1/2`); the config read here says
+  the same.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def _gemma3_config(src) -> dict[str, Any]:
     else:
         types = ["full_attention"] * layers
     scalar = cfg["hidden_size"] // cfg["num_attention_heads"] if layers == 62 else cfg["head_dim"]
-    local = {"rope_type": "default", "rope_theta": 10000.0}
+    local = {"rope_type": "default", "rope_theta": float(src.field("{arch}.rope.freq_base_swa", 10000.0))}
     return {
         **cfg,
         "hidden_activation": "gelu_pytorch_tanh",
@@ -268,7 +269,7 @@ QWEN3MOE = GGUFArch(
 )
 GEMMA3 = GGUFArch(
     model_type="gemma3_text",
-    keys=COMMON_KEYS | {"attention.sliding_window"},
+    keys=COMMON_KEYS | {"attention.sliding_window", "rope.freq_base_swa"},
     config=_gemma3_config,
     tensors=_gemma3_tensors,
 )

@@ -15,6 +15,7 @@
   `ffn_*_shexp`, the correction bias is `exp_probs_b.bias`. Routing must be sigmoid
   (`expert_gating_func` 2); llama.cpp's YaRN takes DeepSeek's `mscale_all_dim` from
   `rope.scaling.yarn_log_multiplier` (= 0.1 x mscale_all_dim) and assumes `mscale` equal to it.
+  Multi-token-prediction blocks (the last `nextn_predict_layers` of `block_count`) are skipped.
 """
 
 from __future__ import annotations
@@ -137,10 +138,15 @@ DEEPSEEK_KEYS = frozenset(
         "attention.key_length_mla",
         "attention.value_length_mla",
         "rope.scaling.yarn_log_multiplier",
-        "nextn_predict_layers",  # multi-token-prediction layers: not part of the forward pass
+        "nextn_predict_layers",  # multi-token-prediction blocks after the main ones: skipped
     }
 )
 SIGMOID = 2  # gguf.ExpertGatingFuncType.SIGMOID
+
+
+def _main_layers(src) -> int:
+    """Decoder layers: `block_count` less the multi-token-prediction blocks (not run, as in HF)."""
+    return int(src.field("{arch}.block_count")) - int(src.field("{arch}.nextn_predict_layers", 0))
 
 
 def _mla_dims(src) -> tuple[int, int, int]:
@@ -172,6 +178,7 @@ def _deepseek2_config(src) -> dict[str, Any]:
         cfg.pop(key)
     return {
         **cfg,
+        "num_hidden_layers": _main_layers(src),
         "num_key_value_heads": heads,
         "rope_parameters": rope,
         "q_lora_rank": None if q_rank is None else int(q_rank),
@@ -195,10 +202,12 @@ def _deepseek2_config(src) -> dict[str, Any]:
 
 
 def _deepseek2_tensors(src) -> dict[str, Entry]:
-    names = set(src.tensor_names())
+    names, main = set(src.tensor_names()), _main_layers(src)
 
     def special(name: str):
         parts = name.split(".")
+        if parts[0] == "blk" and int(parts[1]) >= main:
+            return {}  # a multi-token-prediction block
         if len(parts) != 4 or parts[0] != "blk":
             return None
         layer, part = f"model.layers.{parts[1]}", parts[2]

@@ -164,12 +164,21 @@ def hf_to_gguf_tensors(tensors, hf, arch, *, split_kv_b=True):
     return out
 
 
-def convert(folder, path, arch, **kw):
-    """The HF checkpoint in `folder` as an f32 GGUF of llama.cpp architecture `arch`."""
+def convert(folder, path, arch, *, mtp=False, **kw):
+    """The HF checkpoint in `folder` as an f32 GGUF of llama.cpp architecture `arch`. `mtp`: with
+    one multi-token-prediction block after the others, as MTP-aware converters append one (a
+    copy of the last layer plus a `nextn.*` tensor here; the loader must skip it)."""
     hf = json.loads((folder / "config.json").read_text())
+    layers = hf["num_hidden_layers"]
     w = gguf.GGUFWriter(str(path), arch)
-    write_metadata(w, hf, arch)
-    for name, value, raw in hf_to_gguf_tensors(load_file(str(folder / "model.safetensors")), hf, arch, **kw):
+    write_metadata(w, {**hf, "num_hidden_layers": layers + mtp}, arch)
+    tensors = hf_to_gguf_tensors(load_file(str(folder / "model.safetensors")), hf, arch, **kw)
+    if mtp:
+        w.add_nextn_predict_layers(1)
+        last = f"blk.{layers - 1}."
+        tensors += [(f"blk.{layers}." + n[len(last) :], v, r) for n, v, r in tensors if n.startswith(last)]
+        tensors.append((f"blk.{layers}.nextn.eh_proj.weight", np.ones((64, 128), np.float32), None))
+    for name, value, raw in tensors:
         assert name is not None
         w.add_tensor(name, value, raw_dtype=raw)
     w.write_header_to_file()
@@ -224,7 +233,7 @@ CASES = {  # family of the tiny HF model, llama.cpp architecture, config overrid
     "gemma3": ("gemma3", "gemma3", GEMMA3, {}),
     "gpt_oss": ("gpt_oss", "gpt-oss", {}, {}),
     "gpt_oss_mxfp4": ("gpt_oss", "gpt-oss", {}, {}),
-    "deepseek_v3": ("deepseek_v3", "deepseek2", {"rope_parameters": DEEPSEEK_ROPE}, {}),
+    "deepseek_v3": ("deepseek_v3", "deepseek2", {"rope_parameters": DEEPSEEK_ROPE}, {"mtp": True}),
     "deepseek_v3_kv_b": (
         "deepseek_v3",
         "deepseek2",
@@ -285,10 +294,10 @@ def tiny_gguf(path, arch, keys=(), tensors=("token_embd.weight",)):
             (),
             "unsupported metadata key 'gemma3.final_logit_softcapping'",
         ),
-        ("deepseek2", [], (), "missing metadata field 'deepseek2.expert_gating_func'"),
+        ("deepseek2", [("block_count", 1)], (), "missing metadata field 'deepseek2.expert_gating_func'"),
         (
             "deepseek2",
-            [("expert_gating_func", 1)],
+            [("block_count", 1), ("expert_gating_func", 1)],
             (),
             r"unsupported deepseek2.expert_gating_func=1 \(only sigmoid",
         ),
