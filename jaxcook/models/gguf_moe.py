@@ -80,6 +80,25 @@ def _interleave(gate: np.ndarray, up: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def _down_proj(src, name: str) -> Entry:
+    """`ffn_down_exps` [E, D, F] -> HF `down_proj` [E, F, D]."""
+    E, D, F = src.raw_shape(name)
+    return Entry((E, F, D), lambda: np.ascontiguousarray(np.swapaxes(src.raw(name), 1, 2)))
+
+
+def _gate_up_proj(src, gate: str, up: str) -> Entry:
+    """`ffn_{gate,up}_exps` -> HF `gate_up_proj`: weights [E, F, D] x 2 -> [E, D, 2F], biases
+    [E, F] x 2 -> [E, 2F]; gate at even, up at odd positions."""
+    if len(src.raw_shape(gate)) == 2:
+        E, F = src.raw_shape(gate)
+        return Entry((E, 2 * F), lambda: _interleave(src.raw(gate), src.raw(up), 1))
+    E, F, D = src.raw_shape(gate)
+    return Entry(
+        (E, D, 2 * F),
+        lambda: np.ascontiguousarray(np.swapaxes(_interleave(src.raw(gate), src.raw(up), 1), 1, 2)),
+    )
+
+
 def _gpt_oss_tensors(src) -> dict[str, Entry]:
     def special(name: str):
         parts = name.split(".")
@@ -88,23 +107,16 @@ def _gpt_oss_tensors(src) -> dict[str, Entry]:
         layer, part, suffix = f"model.layers.{parts[1]}", parts[2], parts[3]
         if part == "attn_sinks" and suffix == "weight":
             return {f"{layer}.self_attn.sinks": plain(src, name)}
-        if part == "ffn_down_exps":  # weight [E, D, F] -> [E, F, D]; bias [E, D] as is
-            if suffix == "bias":
-                return {f"{layer}.mlp.experts.down_proj_bias": plain(src, name)}
-            E, D, F = src.raw_shape(name)
-            read = lambda: np.ascontiguousarray(np.swapaxes(src.raw(name), 1, 2))  # noqa: E731
-            return {f"{layer}.mlp.experts.down_proj": Entry((E, F, D), read)}
+        if part == "ffn_down_exps" and suffix == "bias":  # [E, D] as is
+            return {f"{layer}.mlp.experts.down_proj_bias": plain(src, name)}
+        if part == "ffn_down_exps":
+            return {f"{layer}.mlp.experts.down_proj": _down_proj(src, name)}
         if part == "ffn_gate_exps":  # paired with ffn_up_exps
             up = f"blk.{parts[1]}.ffn_up_exps.{suffix}"
             if up not in src.tensor_names():
                 raise src.error(f"{name} has no {up}")
-            if suffix == "bias":  # [E, F] x 2 -> [E, 2F]
-                E, F = src.raw_shape(name)
-                read = lambda: _interleave(src.raw(name), src.raw(up), 1)  # noqa: E731
-                return {f"{layer}.mlp.experts.gate_up_proj_bias": Entry((E, 2 * F), read)}
-            E, F, D = src.raw_shape(name)  # [E, F, D] x 2 -> [E, 2F, D] -> HF [E, D, 2F]
-            read = lambda: np.ascontiguousarray(np.swapaxes(_interleave(src.raw(name), src.raw(up), 1), 1, 2))  # noqa: E731
-            return {f"{layer}.mlp.experts.gate_up_proj": Entry((E, D, 2 * F), read)}
+            hf = "gate_up_proj_bias" if suffix == "bias" else "gate_up_proj"
+            return {f"{layer}.mlp.experts.{hf}": _gate_up_proj(src, name, up)}
         if part == "ffn_up_exps":
             return {}  # read with its ffn_gate_exps
         return None
