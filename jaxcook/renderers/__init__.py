@@ -25,6 +25,7 @@ from jaxcook.renderers.chatml import SMOLLM2_DEFAULT_SYSTEM_PROMPT, ChatMLRender
 from jaxcook.renderers.deepseek_v3 import DeepSeekV3Renderer
 from jaxcook.renderers.gpt_oss import GptOssRenderer
 from jaxcook.renderers.kimi_k2 import KimiK2Renderer
+from jaxcook.renderers.kimi_k2_instruct import KimiK2InstructRenderer
 from jaxcook.renderers.llama3 import Llama3Renderer
 from jaxcook.renderers.qwen3 import QWEN2_5_DEFAULT_SYSTEM_PROMPT, Qwen2_5Renderer, Qwen3Renderer
 from jaxcook.renderers.role_colon import RoleColonRenderer
@@ -54,6 +55,7 @@ RENDERERS: dict[str, Callable[..., Renderer]] = {
         tok, name="gpt_oss_high_reasoning", reasoning_effort="high"
     ),
     "kimi_k2": KimiK2Renderer,
+    "kimi_k2_instruct": KimiK2InstructRenderer,
     "qwen3": lambda tok: Qwen3Renderer(tok, name="qwen3"),
     "qwen3_disable_thinking": lambda tok: Qwen3Renderer(
         tok, name="qwen3_disable_thinking", disable_thinking=True

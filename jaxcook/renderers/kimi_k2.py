@@ -52,6 +52,7 @@ class KimiK2Renderer(Renderer):
     name = "kimi_k2"
     roles = ("system", "user", "assistant", "tool", "tool_declare")
     has_extension_property = False
+    thinking = True  # assistant turns framed by <think>...</think> (False: K2 Instruct)
 
     def __init__(self, tokenizer):
         super().__init__(tokenizer)
@@ -77,8 +78,9 @@ class KimiK2Renderer(Renderer):
         if role == "tool":
             text = f"## Return of {message['tool_call_id']}\n{text}"
         elif role == "assistant":
-            reasoning = get_thinking_content(message) if ctx.after_last_user else ""
-            text = f"<think>{reasoning}</think>{text}"
+            if self.thinking:
+                reasoning = get_thinking_content(message) if ctx.after_last_user else ""
+                text = f"<think>{reasoning}</think>{text}"
             calls = message.get("tool_calls", [])
             if calls:
                 text += SECTION_BEGIN
@@ -94,7 +96,7 @@ class KimiK2Renderer(Renderer):
     def parse_response(self, tokens: list[int]) -> tuple[Message, ParseTermination]:
         body, term = split_at_stop(tokens, [self._im_end])
         text, thinking = self.decode(body), None
-        if "</think>" in text:
+        if self.thinking and "</think>" in text:
             before, text = text.split("</think>", 1)
             thinking = before.removeprefix("<think>") or None
         message: Message = {"role": "assistant"}
@@ -127,7 +129,7 @@ class KimiK2Renderer(Renderer):
 
     def to_openai_message(self, message: Message) -> dict:
         out = super().to_openai_message(message)
-        if get_thinking_content(message):
+        if self.thinking and get_thinking_content(message):
             out["reasoning_content"] = get_thinking_content(message)
         for i, (call, raw) in enumerate(zip(out.get("tool_calls", []), message.get("tool_calls", []))):
             call["id"] = _call_id(raw, i)

@@ -46,6 +46,8 @@ MODEL_RENDERERS: dict[str, tuple[str, ...]] = {
         "gpt_oss_high_reasoning",
     ),
     "moonshotai/Kimi-K2-Thinking": ("kimi_k2",),
+    "moonshotai/Kimi-K2-Instruct": ("kimi_k2_instruct",),
+    "moonshotai/Kimi-K2-Instruct-0905": ("kimi_k2_instruct",),
 }
 
 

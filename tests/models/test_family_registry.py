@@ -21,6 +21,8 @@ def test_every_family_has_entries_with_known_renderers():
         "openai/gpt-oss-20b",
         "deepseek-ai/DeepSeek-V3.1",
         "moonshotai/Kimi-K2-Thinking",
+        "moonshotai/Kimi-K2-Instruct",
+        "moonshotai/Kimi-K2-Instruct-0905",
     }
     assert families <= set(HUB_ENTRIES)
     for name in HUB_ENTRIES:
@@ -36,6 +38,8 @@ def test_every_family_has_entries_with_known_renderers():
         ("openai/gpt-oss-20b", "gpt_oss_no_sysprompt"),
         ("deepseek-ai/DeepSeek-V3.1", "deepseekv3"),
         ("moonshotai/Kimi-K2-Thinking", "kimi_k2"),
+        ("moonshotai/Kimi-K2-Instruct", "kimi_k2_instruct"),
+        ("moonshotai/Kimi-K2-Instruct-0905", "kimi_k2_instruct"),
     ],
 )
 def test_hub_id_picks_the_renderer_and_resolves_to_a_download(monkeypatch, tmp_path, name, renderer):

@@ -100,6 +100,8 @@ CASES = [
         thinking=True,
         reasoned_turn=lambda r, t: f"<think>{r}</think>{t}",
     ),
+    Case("kimi_k2_instruct", "kimi_k2_instruct", tools=True),
+    Case("kimi_k2_instruct", "kimi_k2_instruct_0905", tools=True),
     Case("deepseekv3", "deepseek_v3_1", tools=True, template_has_tools=False),
     Case(
         "deepseekv3_thinking",

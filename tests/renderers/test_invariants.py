@@ -30,6 +30,7 @@ FAMILY = {
     "gpt_oss_medium_reasoning": ("gpt_oss", True, True),
     "gpt_oss_high_reasoning": ("gpt_oss", True, True),
     "kimi_k2": ("kimi_k2", True, True),
+    "kimi_k2_instruct": ("kimi_k2_instruct", False, True),
     "deepseekv3": ("deepseek_v3_1", False, True),
     # V3.1 calls tools in non-thinking mode only (a tool-call turn renders `</think>`, not the prompt's
     # `<think>`), so the thinking renderer's tool turns are not checked for round trips here.
