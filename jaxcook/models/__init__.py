@@ -89,9 +89,9 @@ MODELS: dict[str, ModelSpec] = {
     # gemma3_text (base models; the larger Gemma 3 checkpoints are multimodal `gemma3`)
     "google/gemma-3-270m": ModelSpec(hub_id="google/gemma-3-270m", renderer="role_colon"),
     "google/gemma-3-1b-pt": ModelSpec(hub_id="google/gemma-3-1b-pt", renderer="role_colon"),
-    # deepseek_v3 and kimi_k2 (DeepSeek's and Kimi K2 Instruct's block-FP8 hub weights are
-    # dequantised at load; Kimi-K2-Thinking's INT4 experts: the config reader asks for a
-    # dequantised bf16 copy, which loads). `kimi_k2` renders K2 Thinking's template (`<think>`),
+    # deepseek_v3 and kimi_k2 (DeepSeek's and Kimi K2 Instruct's block-FP8 hub weights and
+    # Kimi-K2-Thinking's packed INT4 experts are dequantised at load: `fp8.py`, `int4.py`).
+    # `kimi_k2` renders K2 Thinking's template (`<think>`),
     # `kimi_k2_instruct` K2 Instruct's (both Instruct releases share one template).
     "deepseek-ai/DeepSeek-V3.1": ModelSpec(hub_id="deepseek-ai/DeepSeek-V3.1", renderer="deepseekv3"),
     "deepseek-ai/DeepSeek-V3.1-Base": ModelSpec(
