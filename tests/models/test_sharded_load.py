@@ -117,11 +117,12 @@ class _FakeSource:
 
 @pytest.mark.slow
 def test_sharded_load_of_the_embedded_gguf(tmp_path):
-    """The real SmolLM2-135M GGUF (dequantised one whole tensor at a time) onto 2 x 2 devices."""
+    """The real SmolLM2-135M GGUF (dequantised one whole tensor at a time) onto 4 fsdp devices (its
+    9 heads split over no `tensor` axis but 1, 3 or 9)."""
     from jaxcook.models import resolve
 
     path = resolve("smollm2-135m-instruct").path
-    got = run(path, tmp_path, 2, 2, "gguf")
+    got = run(path, tmp_path, 4, 1, "gguf")
     total, largest, peak = int(got["total"]), int(got["largest"]), int(got["peak"])
     np.testing.assert_allclose(got["per_device"], total / 4, rtol=0.02)
     assert peak < 3 * largest and peak < total / 2, (peak, largest, total)
