@@ -125,7 +125,7 @@ def test_hub_configs_read_and_write_back_as_deepseek_v3():
 @pytest.mark.parametrize(
     "change, field",
     [
-        ({"quantization_config": {**FP8, "quant_method": "compressed-tensors"}}, r"\.quant_method"),
+        ({"quantization_config": {**FP8, "quant_method": "gptq"}}, r"\.quant_method 'gptq'"),
         ({"quantization_config": {**FP8, "fmt": "e5m2"}}, r"quantization_config\.fmt 'e5m2'"),
         ({"quantization_config": {**FP8, "activation_scheme": "static"}}, r"\.activation_scheme"),
         ({"quantization_config": {**FP8, "weight_block_size": [128]}}, r"\.weight_block_size"),
