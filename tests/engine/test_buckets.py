@@ -70,3 +70,19 @@ def test_call_parts_split_a_packed_call_too_long_for_the_largest_batch():
     for s in parts:
         make_batch(data[s], pack=True, **buckets)  # each part fits
     assert len(parts) < len(call_parts([d.length for d in data], False, config))
+
+
+def test_the_model_pack_key_turns_packing_off_and_bad_values_name_it():
+    from jaxcook.config import OverrideError, apply_overrides
+    from jaxcook.recipes import sft
+    from jaxcook.workflows.common import make_setup
+
+    assert sft.Config().model.pack is True
+    cfg = apply_overrides(sft.tiny(), ["model.pack=false"])
+    assert cfg.model.pack is False
+    client = make_setup(cfg.model, max_length=64, batch_size=4).client
+    assert client.pack is False and client.buckets.seq_buckets == (64,)
+    client.close()
+    with pytest.raises(OverrideError) as err:
+        apply_overrides(sft.Config(), ["model.pack=maybe"])
+    assert "model.pack" in str(err.value) and "\n" not in str(err.value)
