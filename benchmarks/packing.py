@@ -94,10 +94,9 @@ def time_steps(cfg, batches, buckets: BucketConfig, pack: bool, k: int) -> float
     adam = AdamParams(learning_rate=1e-5)
     timed = batches[:k]
     seen = set()
-    for datums in timed:  # compile every shape first
-        shape = make_batch(
-            datums, pack=pack, seq_buckets=buckets.seq_buckets, batch_buckets=buckets.batch_buckets
-        )[0].tokens_BT.shape
+    for datums in timed:  # compile every program first: (B, T) and the scored positions P
+        batch = client._batch(datums, "cross_entropy")[0]
+        shape = (batch.tokens_BT.shape, batch.score_idx_BP.shape)
         if shape not in seen:
             seen.add(shape)
             client.forward_backward(datums, "cross_entropy")

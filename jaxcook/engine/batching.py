@@ -5,6 +5,12 @@ Two layouts, both one row per `B` index:
 - packing (`pack=True`): datums are placed first-fit-decreasing into rows; each keeps its own
   positions (restarting at 0) and its own segment id, so attention can be masked per datum.
 
+Packing is exact (the default of `LocalService` and of the recipes' `model.pack`): attention
+sees only its own segment, positions restart, a MoE router's load-balancing loss sums over the
+call's valid tokens (not per row) and a sliding window within a segment counts positions (its
+slots are consecutive); tests check packed == padded for each. It is off for custom losses
+(`forward_backward_custom`, `tinker_custom`), whose function may reduce over rows.
+
 With `share_prefix=True` either layout places groups instead of datums: datums that start alike
 (an RL group, a DPO pair; `engine.shared_prefix`) share one segment, the common start held once
 and each datum's rest on a branch of its own (`Batch.branch_ids_BT`). When no datums share,
