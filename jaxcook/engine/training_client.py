@@ -7,11 +7,11 @@ cycle" pipelining). Batching (host work) happens on the caller's thread at
 submission, while the worker dispatches the previous call to the device: the host prepares the
 next batch while the device computes.
 
-The local fast paths live here, behind the port: a list that does not fit one batch (padding:
-more datums than the largest batch bucket) is split into several device calls; a built-in loss unembeds only the positions it reads; datums
-of one call that start alike (an RL group's prompt, a DPO pair's) hold that start once
-(`share_prefix`, see `engine.shared_prefix`); the sampling clients it makes score prompts
-(`compute_logprobs`) with the trainer's own forward.
+The local fast paths live here, behind the port: a list that does not fit one batch is split
+into several device calls (`batching.call_parts`); a built-in loss unembeds only the positions
+it reads; datums of one call that start alike (an RL group's prompt, a DPO pair's) hold that
+start once (`share_prefix`, see `engine.shared_prefix`); the sampling clients it makes score
+prompts (`compute_logprobs`) with the trainer's own forward.
 """
 
 from __future__ import annotations
