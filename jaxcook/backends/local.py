@@ -12,7 +12,7 @@ from typing import Literal
 import jax.numpy as jnp
 
 from jaxcook.distributed_config import DistributedConfig
-from jaxcook.engine.batching import BucketConfig, default_batch_buckets, default_seq_buckets
+from jaxcook.engine.buckets import BucketConfig, device_batch_buckets
 from jaxcook.engine.distributed import initialize
 from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
@@ -22,17 +22,16 @@ from jaxcook.models.layers import set_matmul_dtype
 DTYPES = {"auto": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16}  # auto: bf16 on GPU/TPU
 
 
-def batch_buckets(batch_size: int, devices: int) -> tuple[int, ...]:
-    """Powers of two up to `batch_size`, each a multiple of the device count (rows split evenly)."""
-    sizes = {-(-b // devices) * devices for b in default_batch_buckets(batch_size)}
-    return tuple(sorted(sizes))
+batch_buckets = device_batch_buckets  # the old name
 
 
 class LocalService:
     """`ServiceClient` on local devices. `max_length` / `batch_size`: the longest datum and the
-    largest call the workflow makes (bucket sizes); `mesh`, `pack`, `share_prefix` (datums of a
-    call that start alike hold that start once: exact, on by default), `remat`, `param_dtype` (of
-    the base weights) and `seed` (of the train state) apply to every client it makes."""
+    largest call the workflow makes (bucket sizes: `BucketConfig.for_shapes`); `mesh`, `pack`
+    (several datums per row, kept apart by segment ids: exact, on by default), `share_prefix`
+    (datums of a call that start alike hold that start once: exact, on by default), `remat`,
+    `param_dtype` (of the base weights) and `seed` (of the train state) apply to every client it
+    makes."""
 
     def __init__(
         self,
@@ -42,20 +41,19 @@ class LocalService:
         mesh: MeshConfig = MeshConfig(),
         distributed: DistributedConfig = DistributedConfig(),
         matmul_dtype: Literal["float32", "bfloat16"] = "float32",
-        pack: bool = False,
+        pack: bool = True,
         share_prefix: bool = True,
         remat: bool = False,
         param_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
         seed: int = 0,
     ):
+        if not isinstance(pack, bool):
+            raise ValueError(f"pack must be true or false, got {pack!r}")
         if param_dtype not in DTYPES:
             raise ValueError(f"unknown param_dtype {param_dtype!r}; valid: {', '.join(DTYPES)}")
         initialize(distributed)  # a no-op for one process
         self.mesh = make_mesh(mesh)
-        self.buckets = BucketConfig(
-            seq_buckets=default_seq_buckets(max_length, min_len=min(64, max_length)),
-            batch_buckets=batch_buckets(batch_size, self.mesh.size),
-        )
+        self.buckets = BucketConfig.for_shapes(max_length, batch_size, devices=self.mesh.size, pack=pack)
         self.pack, self.share_prefix, self.remat, self.seed = pack, share_prefix, remat, seed
         self.param_dtype = DTYPES[param_dtype]
         self.matmul_dtype = matmul_dtype

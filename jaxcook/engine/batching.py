@@ -5,13 +5,19 @@ Two layouts, both one row per `B` index:
 - packing (`pack=True`): datums are placed first-fit-decreasing into rows; each keeps its own
   positions (restarting at 0) and its own segment id, so attention can be masked per datum.
 
+Packing is exact (the default of `LocalService` and of the recipes' `model.pack`): attention
+sees only its own segment, positions restart, a MoE router's load-balancing loss sums over the
+call's valid tokens (not per row) and a sliding window within a segment counts positions (its
+slots are consecutive); tests check packed == padded for each. It is off for custom losses
+(`forward_backward_custom`, `tinker_custom`), whose function may reduce over rows.
+
 With `share_prefix=True` either layout places groups instead of datums: datums that start alike
 (an RL group, a DPO pair; `engine.shared_prefix`) share one segment, the common start held once
 and each datum's rest on a branch of its own (`Batch.branch_ids_BT`). When no datums share,
 the batch is the plain layout (no branch ids), so a run compiles at most twice
 `config.num_programs` programs: with and without branch ids.
 
-Shapes round up to the sizes in `BucketConfig` so that a run compiles at most
+Shapes round up to the sizes in `BucketConfig` (`engine.buckets`) so that a run compiles at most
 `config.num_programs` programs per (loss, set of input keys, K): one per `(B, T)` and per
 scored-position count `P` (every slot, or one of the `score_fractions` of T; see `make_batch`).
 The number of datum slots `D` (the per-datum axis DPO reduces over) is not a bucket axis: it is
@@ -33,81 +39,18 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from jaxcook.engine.buckets import (  # noqa: F401  (BucketConfig and the ladders: imported from here too)
+    BucketConfig,
+    bucket_shapes,
+    check_buckets,
+    default_batch_buckets,
+    default_seq_buckets,
+    round_up,
+)
 from jaxcook.engine.shared_prefix import Group, plan_groups
 from jaxcook.types import Datum
 
 TARGET_KEY = "target_tokens"
-
-
-def default_seq_buckets(max_seq_len: int, *, min_len: int = 64) -> tuple[int, ...]:
-    """Powers of two from `min_len`, then `max_seq_len` rounded up to a multiple of 128 (TPU tiles).
-
-    `default_seq_buckets(3000) == (64, 128, 256, 512, 1024, 2048, 3072)`.
-    """
-    if max_seq_len < 1:
-        raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
-    top = -(-max_seq_len // 128) * 128 if max_seq_len > min_len else min_len
-    sizes, t = [], min_len
-    while t < top:
-        sizes.append(t)
-        t *= 2
-    return (*sizes, top)
-
-
-def default_batch_buckets(max_batch_size: int) -> tuple[int, ...]:
-    """Powers of two from 1, then `max_batch_size` itself: `default_batch_buckets(48) == (1, ..., 32, 48)`."""
-    if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-    sizes, b = [], 1
-    while b < max_batch_size:
-        sizes.append(b)
-        b *= 2
-    return (*sizes, max_batch_size)
-
-
-@dataclass(frozen=True, kw_only=True)
-class BucketConfig:
-    """Allowed sequence lengths `T` and batch sizes `B`; both sorted, strictly increasing."""
-
-    seq_buckets: tuple[int, ...] = default_seq_buckets(4096)
-    batch_buckets: tuple[int, ...] = default_batch_buckets(64)
-    # Scored positions per row, as fractions of T (see `make_batch`); () unembeds every position.
-    score_fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75)
-
-    def __post_init__(self):
-        for name in ("seq_buckets", "batch_buckets"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-            _check_buckets(name, getattr(self, name))
-        fractions = tuple(float(f) for f in self.score_fractions)
-        if list(fractions) != sorted(set(fractions)) or not all(0 < f < 1 for f in fractions):
-            raise ValueError(
-                f"BucketConfig.score_fractions must be strictly increasing in (0, 1), got {fractions}"
-            )
-        object.__setattr__(self, "score_fractions", fractions)
-
-    @property
-    def num_programs(self) -> int:
-        """The most `(B, T, P)` shapes a run can compile: every (B, T), scored in full or at
-        one of the `score_fractions`."""
-        return len(bucket_shapes(self)) * (1 + len(self.score_fractions))
-
-
-def bucket_shapes(config: BucketConfig) -> list[tuple[int, int]]:
-    """Every `(B, T)` a `Batch` built with `config` can have (padding or packing)."""
-    return [(b, t) for b in config.batch_buckets for t in config.seq_buckets]
-
-
-def _check_buckets(name: str, buckets: Sequence[int]) -> None:
-    if not all(isinstance(x, int | np.integer) and x > 0 for x in buckets) or list(buckets) != sorted(
-        set(buckets)
-    ):
-        raise ValueError(f"BucketConfig.{name} must be strictly increasing positive ints, got {buckets}")
-
-
-def _round_up(n: int, buckets: Sequence[int]) -> int | None:
-    """Smallest bucket >= n, or None when n exceeds the largest."""
-    i = int(np.searchsorted(np.asarray(buckets), n, side="left"))
-    return int(buckets[i]) if i < len(buckets) else None
 
 
 @jax.tree_util.register_dataclass
@@ -231,7 +174,7 @@ def _place(
     """Choose (B, T) and each datum's (row, start)."""
     n = len(lengths_N)
     longest = int(lengths_N.max())
-    t_min = _round_up(longest, seq_buckets)
+    t_min = round_up(longest, seq_buckets)
     if t_min is None:
         i = int(np.argmax(lengths_N))
         raise ValueError(
@@ -239,7 +182,7 @@ def _place(
             f"{seq_buckets[-1]}; truncate it in the data layer"
         )
     if not pack:
-        b = _round_up(n, batch_buckets)
+        b = round_up(n, batch_buckets)
         if b is None:
             raise ValueError(
                 f"{n} datums exceed the largest batch bucket {batch_buckets[-1]} (padding: one datum "
@@ -253,7 +196,7 @@ def _place(
         if best is not None and t >= best[2] * best[3]:
             break
         rows_N, starts_N, num_rows = _first_fit_decreasing(lengths_N, t)
-        b = _round_up(num_rows, batch_buckets)
+        b = round_up(num_rows, batch_buckets)
         if b is not None and (best is None or b * t < best[2] * best[3]):
             best = (rows_N, starts_N, b, t)
         if num_rows == 1:
@@ -264,6 +207,26 @@ def _place(
             f"B={batch_buckets[-1]} x T={seq_buckets[-1]}; split them into smaller microbatches"
         )
     return best
+
+
+def call_parts(lengths_N: Sequence[int], pack: bool, config: BucketConfig) -> list[slice]:
+    """Consecutive parts of one call's datums that each fit one batch of `config`: at most the
+    largest batch bucket of datums when padding; when packing, the longest runs whose
+    first-fit-decreasing placement into rows of the largest T needs at most the largest B rows
+    (so a call that fits stays whole; a run of B datums always fits, one per row)."""
+    rows, t = max(config.batch_buckets), max(config.seq_buckets)
+    lengths = np.asarray(lengths_N, np.int64)
+    n, parts, start = len(lengths), [], 0
+    fits = lambda end: _first_fit_decreasing(lengths[start:end], t)[2] <= rows
+    while start < n:
+        lo, hi = min(start + rows, n), n  # lo fits; find the longest fitting run (binary search)
+        if pack:
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        parts.append(slice(start, lo))
+        start = lo
+    return parts
 
 
 def _score_index(scored_dest: np.ndarray, b: int, t: int, fractions: Sequence[float]) -> np.ndarray:
@@ -286,8 +249,8 @@ def check_data(
     """`make_batch`'s input checks (one-line errors); the datums' loss-input keys and lengths [N]."""
     if not data:
         raise ValueError("make_batch needs at least one datum")
-    _check_buckets("seq_buckets", seq_buckets)
-    _check_buckets("batch_buckets", batch_buckets)
+    check_buckets("seq_buckets", seq_buckets)
+    check_buckets("batch_buckets", batch_buckets)
     keys = _check_keys(data)
     lengths_N = np.fromiter((d.length for d in data), np.int64, count=len(data))
     if (lengths_N == 0).any():

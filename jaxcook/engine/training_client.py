@@ -7,11 +7,11 @@ cycle" pipelining). Batching (host work) happens on the caller's thread at
 submission, while the worker dispatches the previous call to the device: the host prepares the
 next batch while the device computes.
 
-The local fast paths live here, behind the port: a list longer than the largest batch bucket is
-split into several device calls; a built-in loss unembeds only the positions it reads; datums
-of one call that start alike (an RL group's prompt, a DPO pair's) hold that start once
-(`share_prefix`, see `engine.shared_prefix`); the sampling clients it makes score prompts
-(`compute_logprobs`) with the trainer's own forward.
+The local fast paths live here, behind the port: a list that does not fit one batch is split
+into several device calls (`batching.call_parts`); a built-in loss unembeds only the positions
+it reads; datums of one call that start alike (an RL group's prompt, a DPO pair's) hold that
+start once (`share_prefix`, see `engine.shared_prefix`); the sampling clients it makes score
+prompts (`compute_logprobs`) with the trainer's own forward.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from jaxcook.core.optim import adam_hparams
 from jaxcook.core.topk import chunked_topk_logprobs
 from jaxcook.engine import checkpoint as ckpt
 from jaxcook.engine import distributed, sharding
-from jaxcook.engine.batching import BucketConfig, unbatch
+from jaxcook.engine.batching import BucketConfig, call_parts, unbatch
 from jaxcook.engine.process_batch import make_process_batch
 from jaxcook.engine.train_step import StepFunctions, TrainState, init_train_state
 from jaxcook.ports import ModelInfo, SavedPath
@@ -167,9 +167,9 @@ class LocalTrainingClient:
 
     # -- batching -------------------------------------------------------------------------------
 
-    def _batch(self, data: list[Datum], loss_fn: str | None = None):
-        """Device `Batch` and `Layout`; with a built-in `loss_fn`, only the positions it reads get
-        log-probs (`losses.positions_read`; the outputs hold 0 elsewhere)."""
+    def _batch(self, data: list[Datum], loss_fn: str | None = None, *, pack: bool | None = None):
+        """Device `Batch` and `Layout` (`pack`: None = the client's); with a built-in `loss_fn`,
+        only the positions it reads get log-probs (`losses.positions_read`; 0 elsewhere)."""
         if not data:
             raise ValueError("empty list of datums")
         scored = (
@@ -179,7 +179,7 @@ class LocalTrainingClient:
         batch, layout, _ = make_process_batch(
             data,
             self.mesh,
-            pack=self.pack,
+            pack=self.pack if pack is None else pack,
             seq_buckets=self.buckets.seq_buckets,
             batch_buckets=self.buckets.batch_buckets,
             scored=scored,
@@ -189,12 +189,8 @@ class LocalTrainingClient:
         return batch, layout
 
     def _parts(self, data: list[Datum]) -> list[list[Datum]]:
-        """`data` in consecutive parts of at most the largest batch bucket (padded rows; packed
-        rows hold several datums, so a packing client takes the list whole)."""
-        rows = max(self.buckets.batch_buckets)
-        if self.pack or len(data) <= rows:
-            return [data]
-        return [data[i : i + rows] for i in range(0, len(data), rows)]
+        """`data` in consecutive parts that each fit one batch (`batching.call_parts`)."""
+        return [data[s] for s in call_parts([d.length for d in data], self.pack, self.buckets)]
 
     def _submit(self, fn, *args) -> Future:
         with self._lock:
@@ -251,8 +247,9 @@ class LocalTrainingClient:
         return self._submit(run)
 
     def forward_backward_custom(self, data: list[Datum], fn) -> Future:
-        """`fn(logp_BT, batch) -> (loss, metrics)`, a JAX function; jitted once per `fn` object."""
-        batch, layout = self._batch(data)
+        """`fn(logp_BT, batch) -> (loss, metrics)`, a JAX function; jitted once per `fn` object.
+        Always the padded layout (row i = datum i): `fn` may reduce over rows, so packing is off."""
+        batch, layout = self._batch(data, pack=False)
 
         def run():
             self._state, (logp, metrics) = self.steps.forward_backward_custom(

@@ -31,7 +31,8 @@ class ModelOptions:
     mesh: MeshConfig = MeshConfig()  # data x fsdp x expert x tensor over every device of every process
     distributed: DistributedConfig = DistributedConfig()  # multi-host: coordinator (else JAXCOOK_* env)
     remat: bool = False  # gradient checkpointing of each layer
-    pack: bool = False  # pack several sequences per row (segment ids) instead of padding
+    # several sequences per row (segment ids, positions restarting: exact); false = one per row
+    pack: bool = True
     # datums of one call that start alike (RL group, DPO pair) hold that start once (exact)
     share_prefix: bool = True
     load_checkpoint: str | None = None  # start from these weights (a checkpoint folder), fresh optimizer

@@ -53,9 +53,11 @@ def test_the_local_service_and_its_clients_implement_the_ports(service):
 def test_a_call_longer_than_the_largest_bucket_is_split_behind_the_port(service):
     client = trained_client(service)
     try:
-        data = _data(10, seed=2)  # largest batch bucket: 4
+        # largest batch: 4 rows of up to 128 tokens (packed); ~700 tokens need two calls or more
+        data = _data(40, seed=2)
+        assert len(client._parts(data)) > 1
         whole = client.forward(data).result()
-        parts = [client.forward(data[i : i + 4]).result() for i in range(0, 10, 4)]
+        parts = [client.forward(data[i : i + 4]).result() for i in range(0, 40, 4)]
         for a, b in zip(whole.loss_fn_outputs, [o for p in parts for o in p.loss_fn_outputs], strict=True):
             np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-6)
         assert whole.metrics["loss:sum"] == pytest.approx(sum(p.metrics["loss:sum"] for p in parts), rel=1e-5)

@@ -1,18 +1,22 @@
 """Train-step invariances: microbatching, packing, overfitting, bounded compiles, save/restore."""
 
 import collections
+import dataclasses
 import logging
 import re
 
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxcook.engine.batching import BucketConfig
 from jaxcook.engine.training_client import LocalTrainingClient
 from jaxcook.lora import LoraConfig
+from jaxcook.models.config import MoeConfig
+from jaxcook.models.decoder import Decoder
 from jaxcook.types import AdamParams
-from tests.engine.tiny import random_datums, tiny_model
+from tests.engine.tiny import TINY, random_datums, tiny_model
 
 BUCKETS = BucketConfig(seq_buckets=(16, 32), batch_buckets=(2, 4, 8))
 ADAM = AdamParams(learning_rate=1e-2)
@@ -54,6 +58,66 @@ def test_packed_equals_padded():
         np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-5)
     padded.optim_step(ADAM), packed.optim_step(ADAM)
     assert_trees_close(params_of(padded), params_of(packed), atol=1e-6)
+
+
+# Packing is exact for these too: the router's load-balancing loss sums over the valid tokens
+# of the call (not per row), and a window within a segment counts positions, as slots there are
+# consecutive. The window (4) is shorter than the datums (3..11 tokens), so it matters.
+FAMILIES = {
+    "moe": dataclasses.replace(
+        TINY,
+        model_type="qwen3_moe",
+        moe=MoeConfig(num_experts=4, top_k=2, intermediate_size=16, norm_topk_prob=True, aux_loss_coef=0.1),
+    ),
+    "sliding": dataclasses.replace(TINY, model_type="mistral", sliding_window=4),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_equals_padded_for_moe_and_sliding_window(family):
+    lora = LoraConfig(rank=4)
+    data = random_datums(6, lengths=(3, 12), seed=7)
+    pair = [
+        LocalTrainingClient(
+            Decoder(FAMILIES[family], lora=lora, rngs=nnx.Rngs(params=0, lora=1)),
+            lora=lora,
+            buckets=BUCKETS,
+            pack=pack,
+        )
+        for pack in (False, True)
+    ]
+    assert pair[1]._batch(data)[0].segment_ids_BT.max() > 1  # several datums share a row
+    outs = [c.forward_backward(data).result() for c in pair]
+    assert outs[0].metrics["loss:sum"] == pytest.approx(outs[1].metrics["loss:sum"], rel=1e-5)
+    for a, b in zip(outs[0].loss_fn_outputs, outs[1].loss_fn_outputs, strict=True):
+        np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-5)
+    grads = [jax.device_get(c.current_state().result().grad_accum) for c in pair]
+    assert_trees_close(*grads, atol=1e-5)
+    for c in pair:
+        c.close()
+
+
+def test_a_packing_client_splits_only_a_call_too_long_for_one_batch():
+    data = random_datums(40, lengths=(3, 12), seed=8)  # ~290 tokens: more than 8 rows x 32
+    padded, packed = client(pack=False), client(pack=True)
+    assert len(packed._parts(data)) < len(padded._parts(data))
+    outs = [c.forward_backward(data).result() for c in (padded, packed)]
+    for a, b in zip(outs[0].loss_fn_outputs, outs[1].loss_fn_outputs, strict=True):
+        np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-5)
+    grads = [jax.device_get(c.current_state().result().grad_accum) for c in (padded, packed)]
+    assert_trees_close(*grads, atol=1e-5)
+
+
+def test_a_custom_loss_sees_one_datum_per_row_on_a_packing_client():
+    seen = []
+
+    def rows(logp, batch):  # a loss that reduces per row would be wrong on packed rows
+        seen.append(batch.tokens_BT.shape[0])
+        loss = -(logp * batch.mask_BT).sum()
+        return loss, {"max_segment": batch.segment_ids_BT.max().astype(np.float32)}
+
+    out = client(pack=True).forward_backward_custom(random_datums(4, lengths=(3, 6), seed=9), rows).result()
+    assert out.metrics["max_segment"] == 1.0 and seen == [4]
 
 
 def test_tiny_model_overfits_one_batch():
