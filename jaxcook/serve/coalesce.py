@@ -3,11 +3,13 @@
 tinker-cookbook's RL loop sends one `asample` per group, all at once (8 groups: 8 requests of
 `group_size` samples each). Decoded one by one, each request pays the whole per-token cost of
 reading the weights for a few rows; decoded together, the rows share it. So a request that finds
-its sampler idle starts at once, and those that come in while a call runs wait for it to end and
-then go together, as one `sample_many` (up to `max_rows` sample rows per call). A row's tokens
-depend only on its prompt, parameters, seed and sample index (`jaxcook.sampling.decode`), and
-each request keeps its own seed, so grouping changes which call a request rides in, not what
-it returns. A call that fails is retried request by request, so one bad request fails alone.
+its sampler idle starts after `window_s` (the server's: 20 ms, so that a burst sent at once goes
+as one call and a run compiles one decode shape, not two); those that come in while a call runs
+wait for it to end and then go together, as one `sample_many` (up to `max_rows` sample rows per
+call). A row's tokens depend only on its prompt, parameters, seed and sample index
+(`jaxcook.sampling.decode`), and each request keeps its own seed, so grouping changes which call
+a request rides in, not what it returns. A call that fails is retried request by request, so
+one bad request fails alone.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ class _Pending:
 class CoalescingSampler:
     """`sample` over a `LocalSamplingClient` (`client`), grouping the requests that queue up."""
 
-    def __init__(self, client, *, max_rows: int = 512):
+    def __init__(self, client, *, max_rows: int = 512, window_s: float = 0.0):
         self.client = client
         self.max_rows = max_rows
+        self.window_s = window_s  # an idle sampler waits this long for the rest of a burst
         self.calls = 0  # decode calls made (a test reads it)
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
@@ -45,7 +48,12 @@ class CoalescingSampler:
             if self._busy:
                 return p.out
             self._busy = True
-        self._next()
+        if self.window_s > 0:
+            timer = threading.Timer(self.window_s, self._next)
+            timer.daemon = True
+            timer.start()
+        else:
+            self._next()
         return p.out
 
     def _take(self) -> list[_Pending]:

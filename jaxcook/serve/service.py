@@ -305,7 +305,9 @@ class TinkerService:
     def _add_sampler(self, sampler: Sampler) -> None:
         # Requests that queue up on a busy sampler decode together (one group per cookbook
         # asample: a whole RL batch becomes one or two decode calls); jaxcook.serve.coalesce.
-        sampler.client = CoalescingSampler(sampler.client, max_rows=self.base.cfg.max_num_samples)
+        sampler.client = CoalescingSampler(
+            sampler.client, max_rows=self.base.cfg.max_num_samples, window_s=0.02
+        )
         for old in self.registry.add_sampler(sampler):
             old.client.close()
 

@@ -2,6 +2,7 @@
 finish when the test says: requests that queue up on a busy sampler go as one call, in order;
 a failing call is retried request by request, so only the bad request fails."""
 
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -82,3 +83,16 @@ def test_a_failed_call_is_retried_request_by_request_and_only_the_bad_one_fails(
     s.sample("e", 1, None)  # the queue still runs
     client.finish()
     assert client.calls[-1] == ["e"]
+
+
+def test_an_idle_sampler_waits_its_window_for_the_rest_of_a_burst():
+    client = Gated()
+    s = CoalescingSampler(client, window_s=0.2)
+    futures = [s.sample(p, 2, None) for p in "abc"]
+    assert client.calls == []  # nothing yet: the window is open
+    deadline = time.monotonic() + 5
+    while not client.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.calls == [["a", "b", "c"]]
+    client.finish()
+    assert [f.result(timeout=1) for f in futures] == ["out-a", "out-b", "out-c"]
