@@ -3,7 +3,8 @@
 The strict backend (tests/strict_port.py) wraps the local one: its service, training and
 sampling clients answer only the methods of `jaxcook.ports.ServiceClient` / `TrainingClient` /
 `SamplingClient` and raise `AttributeError` on anything else. Each recipe's tiny variant (and
-off-policy distillation's) must run to its final checkpoint on it, touching no other attribute.
+off-policy distillation's) must run to its final checkpoint on it, touching no other attribute,
+and close every training and sampling client it was handed.
 """
 
 import dataclasses
@@ -29,26 +30,40 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_workflow_runs_on_the_ports_alone(case, tmp_path, monkeypatch):
-    violations = install(monkeypatch)
+    ledger = install(monkeypatch)
     recipe, overrides = CASES[case]
     cfg = jaxcook.make_config(recipe, tiny=True, overrides={"run.log_dir": str(tmp_path / case), **overrides})
     result = jaxcook.run_config(recipe, on_strict_backend(cfg))
-    assert violations == []
+    assert ledger.violations == []
     assert result.final_checkpoint and result.metrics
+    origins = {c.origin for c in ledger.clients}
+    assert "ServiceClient.create_lora_training_client" in origins, origins
+    assert ledger.unclosed() == []
 
 
 def test_off_policy_distillation_runs_on_the_ports_alone(tmp_path, monkeypatch):
     from jaxcook.distill.off_policy import train
     from tests.distill.test_off_policy import tiny_config
 
-    violations = install(monkeypatch)
+    ledger = install(monkeypatch)
     result = train(on_strict_backend(tiny_config(tmp_path)))
-    assert violations == []
+    assert ledger.violations == []
     assert any("train/nll" in r for r in result.metrics)
+    assert ledger.clients and ledger.unclosed() == []
+
+
+def test_a_run_that_fails_closes_its_client_too(tmp_path, monkeypatch):
+    ledger = install(monkeypatch)
+    overrides = {"run.log_dir": str(tmp_path), "batch_size": 100000}
+    cfg = jaxcook.make_config("sft", tiny=True, overrides=overrides)
+    with pytest.raises(ValueError, match="fewer than batch_size=100000"):
+        jaxcook.run_config("sft", on_strict_backend(cfg))
+    assert [c.origin for c in ledger.clients] == ["ServiceClient.create_lora_training_client"]
+    assert ledger.unclosed() == []
 
 
 def test_the_proxy_refuses_what_the_port_lacks(monkeypatch):
-    violations = install(monkeypatch)
+    ledger = install(monkeypatch)
     from jaxcook.backends import make_service
 
     service = make_service(STRICT, max_length=64, batch_size=2)
@@ -64,11 +79,28 @@ def test_the_proxy_refuses_what_the_port_lacks(monkeypatch):
         sampler.close()
     finally:
         client.close()
-    assert violations == [
+    assert ledger.violations == [
         "TrainingClient.current_state",
         "TrainingClient.buckets",
         "SamplingClient.context_window",
     ]
+
+
+def test_the_proxy_records_which_clients_were_closed(monkeypatch):
+    ledger = install(monkeypatch)
+    from jaxcook.backends import make_service
+
+    service = make_service(STRICT, max_length=64, batch_size=2)
+    client = service.create_lora_training_client("tiny-random-smollm2", rank=2)
+    sampler = client.save_weights_and_get_sampling_client()
+    assert ledger.unclosed() == [
+        "ServiceClient.create_lora_training_client",
+        "TrainingClient.save_weights_and_get_sampling_client",
+    ]
+    sampler.close()
+    assert ledger.unclosed() == ["ServiceClient.create_lora_training_client"]
+    client.close()
+    assert ledger.unclosed() == []
 
 
 def test_every_recipe_config_carries_the_backend_option():

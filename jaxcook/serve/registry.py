@@ -52,7 +52,7 @@ class Sampler:
     sampler_id: str
     base_model: str
     model_path: str | None
-    client: object  # LocalSamplingClient
+    client: object  # CoalescingSampler over a LocalSamplingClient
 
 
 class Registry:

@@ -19,6 +19,7 @@ from jaxcook.engine import checkpoint as ckpt
 from jaxcook.engine.train_step import init_train_state
 from jaxcook.serve import wire
 from jaxcook.serve.base import SharedBase
+from jaxcook.serve.coalesce import CoalescingSampler
 from jaxcook.serve.errors import NotFound, UserError
 from jaxcook.serve.futures import FutureStore, Payload, then
 from jaxcook.serve.registry import Model, Registry, Sampler
@@ -302,6 +303,11 @@ class TinkerService:
     # -- sampling -----------------------------------------------------------------------------
 
     def _add_sampler(self, sampler: Sampler) -> None:
+        # Requests that queue up on a busy sampler decode together (one group per cookbook
+        # asample: a whole RL batch becomes one or two decode calls); jaxcook.serve.coalesce.
+        sampler.client = CoalescingSampler(
+            sampler.client, max_rows=self.base.cfg.max_num_samples, window_s=0.02
+        )
         for old in self.registry.add_sampler(sampler):
             old.client.close()
 

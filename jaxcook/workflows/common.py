@@ -56,10 +56,22 @@ def renderer_name_for(options: ModelOptions) -> str:
 
 @dataclass
 class Setup:
+    """A run's training client, tokenizer and renderer. A context manager: the client is closed
+    when the run ends, however it ends (`with make_setup(...) as setup:`)."""
+
     client: TrainingClient
     tokenizer: object
     renderer: object
     renderer_name: str
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Setup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed: int = 0) -> Setup:
@@ -92,14 +104,18 @@ def make_setup(options: ModelOptions, *, max_length: int, batch_size: int, seed:
             train_unembed=lora.train_unembed,
             alpha=lora.alpha,
         )
-    renderer_name = renderer_name_for(options)  # after the load: a missing model is named first
-    if options.load_checkpoint:
-        meta = client.load_state(options.load_checkpoint, weights_only=True).result() or {}
-        saved = (meta.get("loop") or {}).get("renderer_name") or meta.get("renderer_name")
-        if saved and saved != renderer_name:
-            raise ValueError(
-                f"{options.load_checkpoint} was trained with renderer {saved!r}, "
-                f"this run uses {renderer_name!r}; set model.renderer={saved}"
-            )
-    tokenizer = client.get_tokenizer()
-    return Setup(client, tokenizer, get_renderer(renderer_name, tokenizer), renderer_name)
+    try:
+        renderer_name = renderer_name_for(options)  # after the load: a missing model is named first
+        if options.load_checkpoint:
+            meta = client.load_state(options.load_checkpoint, weights_only=True).result() or {}
+            saved = (meta.get("loop") or {}).get("renderer_name") or meta.get("renderer_name")
+            if saved and saved != renderer_name:
+                raise ValueError(
+                    f"{options.load_checkpoint} was trained with renderer {saved!r}, "
+                    f"this run uses {renderer_name!r}; set model.renderer={saved}"
+                )
+        tokenizer = client.get_tokenizer()
+        return Setup(client, tokenizer, get_renderer(renderer_name, tokenizer), renderer_name)
+    except BaseException:  # a bad renderer or checkpoint: no client is left open
+        client.close()
+        raise

@@ -137,11 +137,16 @@ class DPOEvaluator:
 
 
 def train(cfg: DPOConfig) -> RunResult:
+    sampling = check_evals(cfg.evals)  # a bad spec fails here, before the model loads
+    setup = make_setup(cfg.model, max_length=cfg.max_length, batch_size=2 * cfg.batch_size, seed=cfg.seed)
+    with setup:  # the training client is closed when the run ends, however it ends
+        return _train(cfg, setup, sampling)
+
+
+def _train(cfg: DPOConfig, setup, sampling) -> RunResult:
     from jaxcook.preference.dpo import check_pairs
     from jaxcook.preference.registry import get_preference_builder
 
-    sampling = check_evals(cfg.evals)  # a bad spec fails here, before the model loads
-    setup = make_setup(cfg.model, max_length=cfg.max_length, batch_size=2 * cfg.batch_size, seed=cfg.seed)
     client = setup.client
     builder = get_preference_builder(cfg.dataset, **{"seed": cfg.seed, **cfg.dataset_options})
     data = builder.build_dpo(setup.renderer, batch_size=cfg.batch_size, max_length=cfg.max_length)

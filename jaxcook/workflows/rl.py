@@ -231,6 +231,11 @@ def train(cfg: RLConfig, *, extra_shapers=(), extra_evaluators=()) -> RunResult:
     setup = make_setup(
         cfg.model, max_length=8192, batch_size=cfg.groups_per_batch * cfg.group_size, seed=cfg.seed
     )
+    with setup:  # the training client is closed when the run ends, however it ends
+        return _train(cfg, setup, sampling, extra_shapers, extra_evaluators)
+
+
+def _train(cfg: RLConfig, setup, sampling, extra_shapers, extra_evaluators) -> RunResult:
     client = setup.client
     # The KL reference is where this run starts (before any checkpoint is restored): a sampling
     # client of the initial weights (fresh LoRA: the base model, its adapters' B being zero).

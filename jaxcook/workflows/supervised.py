@@ -56,8 +56,6 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
     """Run SFT. `build_data(cfg, setup) -> SupervisedData` (train dataset, test datums, stats);
     `extra_evaluators`: factories `(setup, data) -> evaluator`, where `evaluator(client) -> metrics`
     runs at each eval beside the held-out NLL."""
-    from jaxcook.eval.nll import NLLEvaluator
-
     sampling = check_evals(cfg.evals)  # a bad spec fails here, before the model loads
     setup = make_setup(
         cfg.model,
@@ -65,6 +63,13 @@ def train(cfg: SupervisedConfig, *, build_data=build_sft_data, extra_evaluators=
         batch_size=max(cfg.batch_size, cfg.eval_batch_size),
         seed=cfg.seed,
     )
+    with setup:  # the training client is closed when the run ends, however it ends
+        return _train(cfg, setup, sampling, build_data, extra_evaluators)
+
+
+def _train(cfg: SupervisedConfig, setup, sampling, build_data, extra_evaluators) -> RunResult:
+    from jaxcook.eval.nll import NLLEvaluator
+
     client = setup.client
     data = build_data(cfg, setup)
     n_batches = len(data.train)

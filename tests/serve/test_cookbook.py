@@ -7,83 +7,11 @@ The tokenizer reaches the cookbook through its own local-folder path: the model 
 model folder (or the server's tokenizer folder), which `get_tokenizer` loads offline.
 """
 
-import asyncio
-import json
-import os
-from pathlib import Path
-
 import pytest
 
+from tests.serve.cookbook_runs import checkpoints, cut_after, run_rl, run_sft, sft_data
+
 pytestmark = pytest.mark.slow
-
-CONVERSATIONS = "example_data/conversations.jsonl"  # shipped in the tinker_cookbook wheel
-
-
-def metrics(log_path) -> list[dict]:
-    return [json.loads(line) for line in (Path(log_path) / "metrics.jsonl").read_text().splitlines()]
-
-
-def sft_data(model_name: str):
-    import tinker_cookbook
-    from tinker_cookbook.supervised.data import FromConversationFileBuilder
-    from tinker_cookbook.supervised.types import ChatDatasetBuilderCommonConfig
-
-    common = ChatDatasetBuilderCommonConfig(
-        model_name_for_tokenizer=model_name, renderer_name="role_colon", max_length=128, batch_size=16
-    )
-    data = os.path.join(os.path.dirname(tinker_cookbook.__file__), CONVERSATIONS)
-    return FromConversationFileBuilder(file_path=data, common_config=common)
-
-
-def run_sft(url: str, model_name: str, log_path, **overrides):
-    from tinker_cookbook.supervised import train
-
-    cfg = dict(
-        log_path=str(log_path),
-        model_name=model_name,
-        recipe_name="jaxcook_serve_test",
-        renderer_name="role_colon",
-        dataset_builder=sft_data(model_name),
-        learning_rate=3e-3,
-        lr_schedule="constant",
-        lora_rank=8,
-        base_url=url,
-        save_every=4,
-        eval_every=0,
-        infrequent_eval_every=0,
-    )
-    asyncio.run(train.main(train.Config(**{**cfg, **overrides})))
-    return metrics(log_path)
-
-
-def run_rl(url: str, model_name: str, log_path, steps: int, **overrides):
-    from tinker_cookbook.recipes.math_rl.arithmetic_env import ArithmeticDatasetBuilder
-    from tinker_cookbook.rl import train
-
-    builder = ArithmeticDatasetBuilder(
-        batch_size=8,
-        model_name_for_tokenizer=model_name,
-        renderer_name="role_colon",
-        n_batches=100,
-        group_size=4,
-    )
-    cfg = dict(
-        learning_rate=1e-3,
-        dataset_builder=builder,
-        model_name=model_name,
-        recipe_name="jaxcook_serve_test",
-        max_tokens=5,
-        log_path=str(log_path),
-        eval_every=0,
-        save_every=2,
-        renderer_name="role_colon",
-        lora_rank=8,
-        base_url=url,
-        loss_fn="importance_sampling",
-        max_steps=steps,
-    )
-    asyncio.run(train.main(train.Config(**{**cfg, **overrides})))
-    return metrics(log_path)
 
 
 @pytest.fixture(autouse=True)
@@ -104,15 +32,11 @@ def test_sft_loss_falls_and_an_interrupted_run_resumes_from_its_checkpoint(serve
     assert sum(nll[-2:]) / 2 < nll[0] - 0.5, nll
 
     # A run killed after its step-4 checkpoint: its log dir holds checkpoints up to 000004.
-    lines = (tmp_path / "full" / "checkpoints.jsonl").read_text().splitlines()
-    kept = lines[: [json.loads(x)["name"] for x in lines].index("000004") + 1]
-    state_path = json.loads(kept[-1])["state_path"]
-    (tmp_path / "cut").mkdir()
-    (tmp_path / "cut" / "checkpoints.jsonl").write_text("\n".join(kept) + "\n")
+    state_path = cut_after(tmp_path / "full", "000004", tmp_path / "cut")["state_path"]
     resumed = run_sft(server.url, name, tmp_path / "cut")  # resumes at batch 4 via create-via-load
     nll_cut = {m["step"]: m["train_mean_nll"] for m in resumed if "train_mean_nll" in m}
     assert sorted(nll_cut) == [4, 5, 6, 7]
-    ckpts = [json.loads(x) for x in (tmp_path / "cut" / "checkpoints.jsonl").read_text().splitlines()]
+    ckpts = checkpoints(tmp_path / "cut")
     assert ckpts[-1]["name"] == "final" and ckpts[-1]["state_path"].startswith("tinker://")
 
     # What the resumed run saw is the checkpoint's state: replay batches 4 and 5 by hand from it
@@ -140,7 +64,7 @@ def test_rl_arithmetic_importance_sampling(server, tmp_path):
         # The server's sampler and trainer agree on the sampled tokens' log-probs (on-policy).
         assert abs(m["optim/kl_sample_train_v1"]) < 1e-4
         assert m["env/all/ac_tokens_per_turn"] > 0
-    ckpts = [json.loads(x) for x in (tmp_path / "rl" / "checkpoints.jsonl").read_text().splitlines()]
+    ckpts = checkpoints(tmp_path / "rl")
     assert [c["name"] for c in ckpts][-1] == "final"
     # The final sampler checkpoint samples through a fresh SDK client.
     import tinker

@@ -72,3 +72,19 @@ def test_named_sampler_weights_and_the_base_model(server, service_client, traine
     assert np.abs(np.subtract(lp_path, base.compute_logprobs(prompt).result()[1:])).max() > 1e-3
     seqs = base.sample(prompt, 1, types.SamplingParams(max_tokens=4)).result().sequences
     assert len(seqs[0].tokens) >= 1
+
+
+def test_requests_sent_together_return_what_each_returns_alone(trained):
+    # The server decodes requests that queue up on a busy sampler in one call
+    # (jaxcook/serve/coalesce.py); each keeps its seed, so each gets what it gets alone.
+    sampler = trained.save_weights_and_get_sampling_client().result()
+    prompts = [types.ModelInput.from_ints(list(range(3, 3 + n))) for n in (4, 9, 6, 12, 5, 7)]
+    params = [types.SamplingParams(max_tokens=6, seed=20 + i, stop=[]) for i in range(len(prompts))]
+    alone = [sampler.sample(p, 3, sp).result() for p, sp in zip(prompts, params)]
+    futures = [sampler.sample(p, 3, sp) for p, sp in zip(prompts, params)]
+    together = [f.result() for f in futures]
+    for a, b in zip(alone, together):
+        assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]
+        np.testing.assert_allclose(
+            [s.logprobs for s in a.sequences], [s.logprobs for s in b.sequences], atol=1e-5
+        )
