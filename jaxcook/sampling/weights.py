@@ -11,12 +11,12 @@ static structure (graphdefs, config) needed to rebuild the modules inside `jit`.
 copies the layer weights once; for a training client the frozen base is unstacked once and
 shared by every snapshot, so a snapshot costs a copy of the trainable parameters only.
 
-Tied unembedding. A tied model's logits are `h @ embedding.T`; XLA:CPU runs that product
-with the [V, D] table read transposed, ~1.4x slower than `h @ table` on a [D, V] copy
-(SmolLM2, 8 rows, 2 CPU cores: 28 -> 20 ms; the unembedding is ~20% of a decode step).
-`part_of` therefore stores the transposed table next to the embedding (`top[UNEMBED]`, one
-more copy of the table, made once per frozen base) and decode unembeds with it
-(`SamplerGraph.unembed`): the same products, summed in another order.
+bf16 products (`set_matmul_dtype(model, "bfloat16")`). A decode step reads every weight once
+and is bound by those reads, so `bf16_kernels` rounds the kernels of bf16-product layers to bf16
+once per decode call (inside its jit, before the loop), not at every step, and gives a tied
+model a bf16 [D, V] copy of its table for the unembedding (`top[UNEMBED]`): XLA's bf16 dot reads
+a transposed [V, D] table ~8x slower. The products take the same bf16 operands as the model's.
+Measured (SmolLM2, 8 rows, 2 AVX512-BF16 cores, load ~9): a bf16 decode step 732 -> 58 ms.
 
 On a mesh (weights that are `NamedSharding`s over more than one device, e.g. the training
 client's), every layer keeps its stacked layout minus the `layers` axis: each device copies
@@ -39,7 +39,7 @@ from jaxcook.models.config import ModelConfig
 from jaxcook.models.layers import Embed, Linear, constrain_out
 
 LAYERS = "layers"  # the Decoder attribute holding the stacked blocks
-UNEMBED = "unembed_DV"  # top entry: a tied model's embedding table transposed, [D, V]
+UNEMBED = "unembed_DV"  # top entry inside decode: a tied model's table as bf16 [D, V]
 
 
 @jax.tree_util.register_dataclass
@@ -65,16 +65,11 @@ class SamplerGraph:
         return nnx.merge(self.model, top, nnx.State({LAYERS: weights.layers[0]}))
 
     def unembed(self, weights: SamplerWeights, h):
-        """Logits [..., V] in float32, as `Decoder.unembed` (tied: from the [D, V] copy)."""
+        """Logits [..., V] in float32, as `Decoder.unembed` (with `top[UNEMBED]`: from it)."""
         shell = self.shell(weights)
-        if UNEMBED not in weights.top or shell.lm_head is not None:
+        if UNEMBED not in weights.top:
             return shell.unembed(h)
-        table_DV = weights.top[UNEMBED][...]
-        if shell.embed_tokens.bf16_matmul:
-            logits = cpu_gemm.dot(h, table_DV)
-        else:
-            logits = h @ table_DV.astype(h.dtype)
-        logits = constrain_out(logits, "vocab")
+        logits = constrain_out(cpu_gemm.dot(h, weights.top[UNEMBED]), "vocab")
         if shell.lm_head_lora is not None:
             logits = logits + shell.lm_head_lora(h)
         return logits.astype(jnp.float32)
@@ -91,19 +86,17 @@ def _cast_bf16_kernels(module) -> None:
 
 
 def bf16_kernels(graph: SamplerGraph, weights: SamplerWeights) -> SamplerWeights:
-    """`weights` with the kernels of bf16-product layers (`set_matmul_dtype`) rounded to bf16
-    once (inside decode's jit, before the loop). Those kernels only ever enter products with
-    bf16 operands, so the numbers are unchanged; a decode step, bound by weight reads, then
-    reads 2 bytes per weight instead of rounding 4-byte weights at every step."""
+    """`weights` with the kernels of bf16-product layers rounded to bf16 and, for a tied model
+    with a bf16 unembedding, `top[UNEMBED]` (module doc). Those kernels only ever enter products
+    with bf16 operands, so the numbers are unchanged."""
     shell = graph.shell(weights)
     if not any(isinstance(m, Linear | Embed) and m.bf16_matmul for _, m in nnx.iter_modules(shell)):
         return weights
     _cast_bf16_kernels(shell)
     top = nnx.State({k: v for k, v in nnx.state(shell).items() if k != LAYERS})
-    if UNEMBED in weights.top:
-        table = weights.top[UNEMBED]
-        bf16 = shell.embed_tokens.bf16_matmul
-        top = nnx.State({**top, UNEMBED: table.astype(jnp.bfloat16) if bf16 else table})
+    if shell.lm_head is None and shell.embed_tokens.bf16_matmul:
+        table_DV = shell.embed_tokens.embedding.value.T.astype(jnp.bfloat16)
+        top = nnx.State({**top, UNEMBED: table_DV})
     layers = []
     for i in range(len(weights.layers)):
         block = graph.block_at(weights, i)
@@ -159,15 +152,9 @@ def merge_parts(*parts: tuple[nnx.State, tuple[nnx.State, ...]]) -> SamplerWeigh
     return SamplerWeights(nnx.State.merge(*tops), tuple(nnx.State.merge(*ls) for ls in layers))
 
 
-_transpose = jax.jit(jnp.transpose)
-
-
 def part_of(state: nnx.State, num_layers: int) -> tuple[nnx.State, tuple[nnx.State, ...]]:
-    """(top, unstacked layers) of one state (all the model's variables, or a subset); a part
-    holding the embedding of a model without `lm_head` (tied) also gets `top[UNEMBED]`."""
+    """(top, unstacked layers) of one state (all the model's variables, or a subset)."""
     top, stacked = split_top(state)
-    if "embed_tokens" in top and "lm_head" not in top:
-        top = nnx.State({**top, UNEMBED: _transpose(top["embed_tokens"]["embedding"][...])})
     return top, unstack_layers(stacked, num_layers)
 
 

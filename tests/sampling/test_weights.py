@@ -1,5 +1,5 @@
-"""Sampler weight layout: the tied unembedding's [D, V] copy and bf16 kernels give the model's
-own numbers."""
+"""Sampler weights for bf16 products: kernels rounded once and the tied unembedding's bf16
+[D, V] copy give the model's own numbers."""
 
 import dataclasses
 
@@ -29,14 +29,17 @@ def hidden(seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=(3, TINY.hidden_size)), jnp.float32)
 
 
-def test_tied_unembed_copy_equals_the_model_unembed():
+def test_bf16_tied_unembed_copy_with_an_adapter_equals_the_model_unembed():
     lora = LoraConfig(rank=2, train_unembed=True)
-    model = Decoder(TIED, lora=lora, rngs=nnx.Rngs(params=1, lora=2))
+    model = set_matmul_dtype(Decoder(TIED, lora=lora, rngs=nnx.Rngs(params=1, lora=2)), "bfloat16")
     model.lm_head_lora.lora_b.value = jnp.full_like(model.lm_head_lora.lora_b.value, 0.1)  # adapter on
     graph, weights = setup(model)
-    assert UNEMBED in weights.top and UNEMBED not in setup(tiny_model())[1].top  # tied models only
-    got = jax.jit(graph.unembed)(weights, hidden())
-    np.testing.assert_allclose(got, model.unembed(hidden()), rtol=1e-6, atol=1e-6)
+    cast = jax.jit(lambda w: bf16_kernels(graph, w))(weights)
+    assert UNEMBED in cast.top and UNEMBED not in weights.top
+    untied = setup(set_matmul_dtype(tiny_model(), "bfloat16"))
+    assert UNEMBED not in bf16_kernels(*untied).top  # tied models only
+    got = jax.jit(graph.unembed)(cast, hidden())
+    np.testing.assert_allclose(got, model.unembed(hidden()), rtol=1e-5, atol=1e-5)
 
 
 def test_tied_greedy_decode_equals_the_full_forward():
