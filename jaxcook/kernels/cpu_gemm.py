@@ -7,7 +7,8 @@ an XLA FFI call into `cpu_gemm.cc`; a transposed operand is read in place, never
 
 Products with few rows (m <= `SMALL_M`: a decode step's few sample rows) take XLA's bf16 dot
 instead: on a 2-core AVX512-BF16 EPYC (no AMX) oneMKL needed 60 ms for SmolLM2's 8-row
-unembedding that XLA's bf16 dot does in 24 ms (8 x 576 x 576..1536 projections: 0.49 vs 0.22 ms).
+unembedding that XLA's bf16 dot does in 24 ms (8 x 576 x 1536 projections: 0.49 vs 0.22 ms;
+both at load ~10).
 Same operands and f32 accumulation either way.
 
 Where the kernel cannot run (another platform, no AMX / AVX512-BF16, no `mkl` package or C++
