@@ -46,7 +46,7 @@ from jaxcook.core.logprobs import chunked_target_logprobs
 from jaxcook.engine.sharding import activation_mesh, constrain
 from jaxcook.models.decoder import cache_dims
 from jaxcook.sampling.token_sampling import sample_tokens
-from jaxcook.sampling.weights import SamplerGraph, SamplerWeights
+from jaxcook.sampling.weights import SamplerGraph, SamplerWeights, bf16_kernels
 
 NEVER = -2  # stop-sequence filler that matches no token (an unused sequence slot)
 ANY = -1  # left padding of a right-aligned stop sequence: matches anything
@@ -155,6 +155,7 @@ def decode(
 
 def _decode(graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inputs: DecodeInputs):
     cfg = graph.config
+    weights = bf16_kernels(graph, weights)  # once per call, not once per step
     P, T = inputs.prompt_PT.shape
     R, N = inputs.row_prompt_R.shape[0], spec.max_new
     Q = inputs.stop_seqs_RMQ.shape[2]
@@ -174,7 +175,8 @@ def _decode(graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inpu
     seg_k_PS = jnp.concatenate([seg_PT, jnp.ones((P, N), jnp.int32)], axis=1)
     prompt_lp = None
     if spec.prompt_logprobs:
-        lp_PT1 = chunked_target_logprobs(shell.unembed, h_PTD[:, :-1], inputs.prompt_PT[:, 1:])
+        unembed = partial(graph.unembed, weights)
+        lp_PT1 = chunked_target_logprobs(unembed, h_PTD[:, :-1], inputs.prompt_PT[:, 1:])
         prompt_lp = jnp.pad(lp_PT1, ((0, 0), (1, 0)))
     prompt_R = inputs.row_prompt_R
     kv = jax.tree.map(
@@ -182,7 +184,7 @@ def _decode(graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inpu
     )  # [R, S, K, D]
     seg_k_RS = seg_k_PS[prompt_R]
     len_R = inputs.prompt_len_P[prompt_R]
-    logits_RV = shell.unembed(h_PTD[:, -1])[prompt_R]
+    logits_RV = graph.unembed(weights, h_PTD[:, -1])[prompt_R]
 
     def draw(logits_RV, n):
         keys = _step_keys(inputs.seed_R, inputs.sample_index_R, n)
@@ -230,7 +232,7 @@ def _decode(graph: SamplerGraph, spec: DecodeSpec, weights: SamplerWeights, inpu
             graph, weights, rows.last_R[:, None], (len_R + n - 1)[:, None], ones_R1, kv, seg_k_RS, T + n - 1
         )
         kv = jax.tree.map(kv_constrain, kv)
-        logits_RV = graph.shell(weights).unembed(h_R1D[:, 0])
+        logits_RV = graph.unembed(weights, h_R1D[:, 0])
         return n + 1, kv, record(rows, n, *draw(logits_RV, n))
 
     _, _, rows = jax.lax.while_loop(cond, body, (jnp.int32(1), kv, rows))
