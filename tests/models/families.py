@@ -2,6 +2,7 @@
 DeepSeek V3, Gemma 3), saved with transformers, plus padded and packed batches to compare logits
 on."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -167,6 +168,24 @@ def padded_batch(seed=0):
 def hf_logits(model, tokens, mask):
     with torch.no_grad():
         return model(torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+def loads_like_its_twin(folder, twin_model, original):
+    """Load the quantised checkpoint in `folder` with jaxcook: its logits equal transformers' on
+    the dequantised `twin_model` (<= 1e-4) and differ from the unquantised `original`'s (the
+    rounding shows); exports drop the quantisation. Returns the loaded model's config."""
+    from jaxcook.models import load
+
+    tokens, mask = padded_batch()
+    positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
+    loaded = load(str(folder), tokenizer=False)
+    assert "quantization_config" not in loaded.config.to_hf()  # exports are dequantised
+    ours = np.asarray(loaded.model.logits(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask)))
+    valid = mask.astype(bool)
+    ref = hf_logits(twin_model.eval(), tokens, mask)
+    assert np.abs(ours[valid] - ref[valid]).max() <= 1e-4
+    assert np.abs(ref[valid] - hf_logits(original, tokens, mask)[valid]).max() > 1e-3
+    return loaded.config
 
 
 def pack(tokens, mask, rows):

@@ -3,7 +3,6 @@ transformers' own, and an FP8 checkpoint loads with the logits of its dequantise
 
 import json
 
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from safetensors.numpy import load_file
 from jaxcook.models import load
 from jaxcook.models.fp8 import dequantize
 from jaxcook.models.safetensors_source import WeightsError
-from tests.models.families import hf_logits, padded_batch, save_random_hf
+from tests.models.families import loads_like_its_twin, save_random_hf
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -105,16 +104,7 @@ def test_fp8_checkpoint_loads_like_its_dequantised_twin(tmp_path):
     }
     (tmp_path / "q" / "config.json").write_text(json.dumps(config))
 
-    tokens, mask = padded_batch()
-    positions = np.broadcast_to(np.arange(40), tokens.shape)
-    loaded = load(str(tmp_path / "q"), tokenizer=False)
-    assert loaded.config.fp8_block_size == BLOCK
-    assert "quantization_config" not in loaded.config.to_hf()  # exports are dequantised
-    ours = np.asarray(loaded.model.logits(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask)))
-    valid = mask.astype(bool)
-    ref = hf_logits(twin_model.eval(), tokens, mask)
-    assert np.abs(ours[valid] - ref[valid]).max() <= 1e-4
-    assert np.abs(ref[valid] - hf_logits(hf, tokens, mask)[valid]).max() > 1e-3  # FP8 rounding shows
+    assert loads_like_its_twin(tmp_path / "q", twin_model, hf).fp8_block_size == BLOCK
 
     config["quantization_config"]["weight_block_size"] = [16, 16]  # scales of another grid
     (tmp_path / "q" / "config.json").write_text(json.dumps(config))

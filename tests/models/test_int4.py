@@ -4,7 +4,6 @@ is a one-line error naming it."""
 
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -13,7 +12,7 @@ from jaxcook.models import load
 from jaxcook.models.config import ConfigError
 from jaxcook.models.int4 import dequantize, read_compressed_int4
 from jaxcook.models.safetensors_source import WeightsError
-from tests.models.families import hf_logits, padded_batch, save_random_hf
+from tests.models.families import loads_like_its_twin, save_random_hf
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -117,16 +116,7 @@ def test_int4_checkpoint_loads_like_its_dequantised_twin(tmp_path):
     config["quantization_config"] = kimi_quant()
     (tmp_path / "q" / "config.json").write_text(json.dumps(config))
 
-    tokens, mask = padded_batch()
-    positions = np.broadcast_to(np.arange(40), tokens.shape)
-    loaded = load(str(tmp_path / "q"), tokenizer=False)
-    assert loaded.config.int4_group_size == GROUP
-    assert "quantization_config" not in loaded.config.to_hf()  # exports are dequantised
-    ours = np.asarray(loaded.model.logits(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask)))
-    valid = mask.astype(bool)
-    ref = hf_logits(twin_model.eval(), tokens, mask)
-    assert np.abs(ours[valid] - ref[valid]).max() <= 1e-4
-    assert np.abs(ref[valid] - hf_logits(hf, tokens, mask)[valid]).max() > 1e-3  # INT4 rounding shows
+    assert loads_like_its_twin(tmp_path / "q", twin_model, hf).int4_group_size == GROUP
 
     config["quantization_config"] = kimi_quant(group=8)  # scales of another grid
     (tmp_path / "q" / "config.json").write_text(json.dumps(config))
