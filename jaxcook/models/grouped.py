@@ -102,4 +102,40 @@ def grouped_matmul(x_GBI: jax.Array, w_EIO: jax.Array, d: Dispatch, impl: str = 
         G, B, In = x_GBI.shape
         y = jax.lax.ragged_dot(x_GBI.reshape(G * B, In), w_EIO, d.group_sizes_E)
         return y.reshape(G, B, -1)
-    return jnp.einsum("gbi,gio->gbo", x_GBI, w_EIO[d.block_expert_G])
+    return _block_matmul(x_GBI, w_EIO, d.block_expert_G)
+
+
+@jax.custom_vjp
+def _block_matmul(x_GBI: jax.Array, w_EIO: jax.Array, expert_G: jax.Array) -> jax.Array:
+    """Each block's rows times its expert's kernel. The backward gathers the kernels again rather
+    than keeping the gathered [G, in, out] copy as a residual: autodiff kept one per product and
+    layer (under the layer scan, zero-filled stacks of them: 0.3 s of a 2.8 s MoE step)."""
+    return jnp.einsum("gbi,gio->gbo", x_GBI, w_EIO[expert_G])
+
+
+def _block_matmul_fwd(x_GBI, w_EIO, expert_G):
+    return _block_matmul(x_GBI, w_EIO, expert_G), (x_GBI, w_EIO, expert_G)
+
+
+def _varying(x: jax.Array) -> frozenset:
+    aval = jax.typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)  # jax 0.10; `vma` in other releases
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
+
+
+def _summed_to(ct: jax.Array, like: jax.Array) -> jax.Array:
+    """`ct` summed over the manual mesh axes (inside a shard_map) it varies over and `like` does
+    not: what autodiff does for an operand that is the same on every device of those axes."""
+    extra = tuple(sorted(_varying(ct) - _varying(like)))
+    return jax.lax.psum(ct, extra) if extra else ct
+
+
+def _block_matmul_bwd(res, dy_GBO):
+    x_GBI, w_EIO, expert_G = res
+    dx_GBI = jnp.einsum("gbo,gio->gbi", dy_GBO, w_EIO[expert_G])
+    dw_GIO = jnp.einsum("gbi,gbo->gio", x_GBI, dy_GBO).astype(w_EIO.dtype)
+    dw_EIO = jnp.zeros(w_EIO.shape, w_EIO.dtype).at[expert_G].add(dw_GIO)
+    return _summed_to(dx_GBI.astype(x_GBI.dtype), x_GBI), _summed_to(dw_EIO, w_EIO), None
+
+
+_block_matmul.defvjp(_block_matmul_fwd, _block_matmul_bwd)
