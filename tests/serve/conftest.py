@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from tests.serve.servers import serving
+
 OFFLINE = {"TINKER_TELEMETRY": "0", "HF_HUB_OFFLINE": "1"}
 
 
@@ -33,16 +35,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(tiny_model_dir, tmp_path_factory):
-    from jaxcook.serve.base import BaseConfig
-    from jaxcook.serve.server import ServerConfig, ServerThread
-
-    cfg = ServerConfig(
-        base=BaseConfig(model=tiny_model_dir, max_batch=16),
-        state_dir=str(tmp_path_factory.mktemp("serve-state")),
-        port=0,
-        poll_timeout=10.0,
-    )
-    with ServerThread(cfg) as s:
+    with serving(tiny_model_dir, 16, tmp_path_factory.mktemp("serve-state")) as s:
         yield s
 
 

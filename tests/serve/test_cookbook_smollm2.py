@@ -13,6 +13,7 @@ conversation without one (the first test pins both).
 import pytest
 
 from tests.serve.cookbook_runs import checkpoints, cut_after, run_rl, run_sft, sft_data
+from tests.serve.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +23,7 @@ RENDERER = "qwen3_instruct"
 
 @pytest.fixture(scope="module")
 def smollm2_server(tmp_path_factory):
-    from jaxcook.serve.base import BaseConfig
-    from jaxcook.serve.server import ServerConfig, ServerThread
-
-    cfg = ServerConfig(
-        base=BaseConfig(model=MODEL, max_batch=64),
-        state_dir=str(tmp_path_factory.mktemp("serve-smollm2")),
-        port=0,
-        poll_timeout=10.0,
-    )
-    with ServerThread(cfg) as s:
+    with serving(MODEL, 64, tmp_path_factory.mktemp("serve-smollm2")) as s:
         yield s
 
 
