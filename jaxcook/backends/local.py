@@ -12,7 +12,7 @@ from typing import Literal
 import jax.numpy as jnp
 
 from jaxcook.distributed_config import DistributedConfig
-from jaxcook.engine.buckets import BucketConfig, device_batch_buckets
+from jaxcook.engine.buckets import BucketConfig
 from jaxcook.engine.distributed import initialize
 from jaxcook.engine.sharding import MeshConfig, make_mesh
 from jaxcook.engine.training_client import LocalTrainingClient
@@ -20,9 +20,6 @@ from jaxcook.lora import LoraConfig
 from jaxcook.models.layers import set_matmul_dtype
 
 DTYPES = {"auto": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16}  # auto: bf16 on GPU/TPU
-
-
-batch_buckets = device_batch_buckets  # the old name
 
 
 class LocalService:
