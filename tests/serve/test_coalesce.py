@@ -19,9 +19,11 @@ class Gated:
         self.bad = set(bad)
 
     def sample_many(self, prompts, counts, params, prompt_logprobs, *, single=False):
-        self.calls.append(list(prompts))
+        # pending first: a test that polls `calls` from another thread (the window's timer
+        # calls this) must find the call's future already there
         f = Future()
         self.pending.append((f, list(prompts), single))
+        self.calls.append(list(prompts))
         return f
 
     def sample(self, prompt, n, params, prompt_logprobs):
@@ -87,7 +89,7 @@ def test_a_failed_call_is_retried_request_by_request_and_only_the_bad_one_fails(
 
 def test_an_idle_sampler_waits_its_window_for_the_rest_of_a_burst():
     client = Gated()
-    s = CoalescingSampler(client, window_s=0.2)
+    s = CoalescingSampler(client, window_s=0.5)
     futures = [s.sample(p, 2, None) for p in "abc"]
     assert client.calls == []  # nothing yet: the window is open
     deadline = time.monotonic() + 5
