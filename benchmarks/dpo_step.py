@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import describe
 from benchmarks.peers import torch_smollm2
 from jaxcook.models import load, load_tokenizer
 
@@ -175,6 +176,7 @@ def main():
     settings = [s.strip() for s in args.share_prefix.split(",") if s.strip()]
     if not settings or set(settings) - {"on", "off"}:
         parser.error(f"--share-prefix takes a comma list of on/off, got {args.share_prefix!r}")
+    print(describe(torch_too="torch" not in args.skip))
     import torch
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.forward import time_it
+from benchmarks.machine import describe
 from jaxcook.core.logprobs import chunked_target_logprobs
 from jaxcook.models import load
 
@@ -36,6 +37,7 @@ def main():
     parser.add_argument("--moe-width", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
+    print(describe())
 
     import torch
     import transformers

@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 import jaxcook
+from benchmarks.machine import describe
 
 
 def main():
@@ -32,6 +33,7 @@ def main():
     settings = [s.strip() for s in args.share_prefix.split(",") if s.strip()]
     if not settings or set(settings) - {"on", "off"}:
         parser.error(f"--share-prefix takes a comma list of on/off, got {args.share_prefix!r}")
+    print(describe(torch_too=False))
     training = {}
     for setting in settings:
         training[setting] = run_once(args, share_prefix=setting == "on")

@@ -25,6 +25,8 @@ import time
 import httpx
 import numpy as np
 
+from benchmarks.machine import describe
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -69,6 +71,7 @@ def main(argv=None) -> None:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--small-calls", type=int, default=20)
     a = p.parse_args(argv)
+    print(describe(torch_too=False))
     os.environ.setdefault("TINKER_TELEMETRY", "0")
 
     import tinker
