@@ -31,7 +31,7 @@ def env(devices: int, **extra) -> dict:
     }
 
 
-@pytest.mark.slow  # 20-35 s on 2 cores: in .ci/run's slow line
+@pytest.mark.slow  # 21-34 s on 2 cores: in .ci/run's slow line
 def test_two_processes_match_one(tmp_path):
     cmd = [sys.executable, "-m", "tests.engine.multihost_step"]
     one_out, two_out, logs = tmp_path / "one", tmp_path / "two", tmp_path / "logs"

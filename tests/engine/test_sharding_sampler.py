@@ -32,7 +32,7 @@ def run(tmp_path, devices, data, fsdp, tensor):
     return got, json.loads(str(got["info"]))
 
 
-@pytest.mark.slow  # 20-35 s on 2 cores: in .ci/run's slow line
+@pytest.mark.slow  # 21-34 s on 2 cores: in .ci/run's slow line
 def test_sampler_on_the_training_mesh_matches_one_device(tmp_path):
     one, one_info = run(tmp_path, 1, 1, 1, 1)
     eight, info = run(tmp_path, 8, 2, 2, 2)

@@ -69,7 +69,7 @@ def check(got, info, family, sizes, sampled):
             np.testing.assert_allclose(mine, got[key], atol=1e-5, err_msg=key)
 
 
-@pytest.mark.slow  # 20-35 s on 2 cores: in .ci/run's slow line
+@pytest.mark.slow  # 21-34 s on 2 cores: in .ci/run's slow line
 def test_qwen3_moe_expert_data_tensor_mesh_matches_one_device(tmp_path):
     got, info = run(tmp_path, "qwen3_moe:2,1,2,2:sample")
     check(got, info, "qwen3_moe", (2, 1, 2, 2), sampled=True)

@@ -25,7 +25,7 @@ def run(tmp_path, devices, data, fsdp, mode):
     return np.load(out)
 
 
-@pytest.mark.slow  # 20-35 s on 2 cores: in .ci/run's slow line
+@pytest.mark.slow  # 21-34 s on 2 cores: in .ci/run's slow line
 @pytest.mark.parametrize("mode", ["full"])  # every weight trains: the experts' grads are compared
 def test_eight_devices_match_one(tmp_path, mode):
     one = run(tmp_path, 1, 1, 1, mode)
