@@ -45,6 +45,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TARGET = "jaxcook_gemm_bf16"
+GROUPED_TARGET = "jaxcook_grouped_gemm_bf16"
+GROUPED_TN_TARGET = "jaxcook_grouped_gemm_tn_bf16"
 ENV = "JAXCOOK_CPU_GEMM"
 _SOURCE = Path(__file__).with_name("cpu_gemm.cc")
 SMALL_M = 32  # at most this many rows: XLA's dot (see the module doc)
@@ -151,7 +153,12 @@ def kernel_status() -> str:
         kernel = ctypes.CDLL(str(_build()))
         if kernel.jaxcook_gemm_init(LIBRARIES[name].kind, ctypes.c_void_p(_load(name, path))) != 0:
             raise OSError(f"jaxcook_gemm_init refused {name}")
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(kernel.JaxcookGemmBf16), platform="cpu")
+        for target, handler in (
+            (TARGET, kernel.JaxcookGemmBf16),
+            (GROUPED_TARGET, kernel.JaxcookGroupedGemmBf16),
+            (GROUPED_TN_TARGET, kernel.JaxcookGroupedGemmTNBf16),
+        ):
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
     except (OSError, subprocess.CalledProcessError, AttributeError) as e:
         detail = getattr(e, "stderr", "") or str(e)
         log.warning("bf16 kernel (%s) unavailable, using XLA: %s", name, detail.strip().splitlines()[-1:])
@@ -163,6 +170,11 @@ def _use_kernel() -> bool:
     return jax.default_backend() == "cpu" and kernel_status() in LIBRARIES
 
 
+def kernel_in_use() -> bool:
+    """Whether `gemm` and the grouped products run the library kernel in this process."""
+    return _use_kernel()
+
+
 def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
     """`op(a) @ op(b)` as float32 from bf16 operands; a, b are 2-D. Not differentiable: see `dot`."""
     a, b = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
@@ -172,6 +184,47 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
         return jnp.dot(a.T if trans_a else a, b.T if trans_b else b, preferred_element_type=jnp.float32)
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32), vmap_method="sequential")
     return call(a, b, trans_a=np.int64(trans_a), trans_b=np.int64(trans_b))
+
+
+def _group_of_rows(sizes_E: jax.Array, rows: int) -> jax.Array:
+    """The group of each of `rows` sorted rows ([rows], E for a row past the last group)."""
+    ends = jnp.cumsum(sizes_E)
+    return jnp.searchsorted(ends, jnp.arange(rows, dtype=ends.dtype), side="right")
+
+
+def grouped_gemm(
+    x_RK: jax.Array, w_EKN: jax.Array, sizes_E: jax.Array, *, trans_w: bool = False
+) -> jax.Array:
+    """[R, N] float32 from bf16 operands: the `sizes_E[e]` consecutive rows of group e (rows sorted
+    by group) times `op(w[e])` (w [E, K, N], or [E, N, K] with `trans_w`); rows past the last group
+    are zero. One library product per nonempty group; without the kernel, XLA's `ragged_dot`."""
+    x, w = x_RK.astype(jnp.bfloat16), w_EKN.astype(jnp.bfloat16)
+    sizes = sizes_E.astype(jnp.int32)
+    n = w.shape[1] if trans_w else w.shape[2]
+    if not _use_kernel():
+        y = jax.lax.ragged_dot(
+            x, jnp.swapaxes(w, 1, 2) if trans_w else w, sizes, preferred_element_type=jnp.float32
+        )
+        return jnp.where((_group_of_rows(sizes, x.shape[0]) < w.shape[0])[:, None], y, 0.0)
+    call = jax.ffi.ffi_call(
+        GROUPED_TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32), vmap_method="sequential"
+    )
+    return call(x, w, sizes, trans_w=np.int64(trans_w))
+
+
+def grouped_gemm_tn(x_RK: jax.Array, dy_RN: jax.Array, sizes_E: jax.Array) -> jax.Array:
+    """[E, K, N] float32 from bf16 operands: `x_e^T dy_e` over each group's rows (the weight
+    gradient of `grouped_gemm`); zero for an empty group."""
+    x, dy = x_RK.astype(jnp.bfloat16), dy_RN.astype(jnp.bfloat16)
+    sizes = sizes_E.astype(jnp.int32)
+    E, K, N = sizes.shape[0], x.shape[1], dy.shape[1]
+    if not _use_kernel():
+        onehot_RE = jax.nn.one_hot(_group_of_rows(sizes, x.shape[0]), E, dtype=jnp.bfloat16)
+        return jnp.einsum("re,rk,rn->ekn", onehot_RE, x, dy, preferred_element_type=jnp.float32)
+    call = jax.ffi.ffi_call(
+        GROUPED_TN_TARGET, jax.ShapeDtypeStruct((E, K, N), jnp.float32), vmap_method="sequential"
+    )
+    return call(x, dy, sizes)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

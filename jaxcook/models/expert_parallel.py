@@ -48,7 +48,9 @@ from jaxcook.models import grouped
 
 def local(experts: nnx.Module, x_ND, w_NK, idx_NK, num_experts: int, impl: str, valid_NK=None):
     """sum_k w_NK * expert(x) over the choices in `valid_NK` (all by default), [N, D]."""
-    d = grouped.plan(idx_NK, num_experts, valid_NK)
+    bf16 = any(getattr(m, "bf16_matmul", False) for _, m in nnx.iter_modules(experts))
+    kernel = bf16 and grouped.uses_kernel(x_ND, impl)  # N rows; N x K >= N are grouped
+    d = grouped.plan(idx_NK, num_experts, valid_NK, block=1 if kernel else None)
     y_NKD = grouped.combine(experts(grouped.dispatch(x_ND, d), d, impl), d)
     return jnp.einsum("nk,nkd->nd", w_NK.astype(y_NKD.dtype), y_NKD)
 

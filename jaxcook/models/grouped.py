@@ -10,6 +10,12 @@ experts on all tokens. On CPU (jax 0.10) `ragged_dot` is lowered as a masked pro
 (measured: 8 experts cost 10x one dense matmul of the same rows), so "blocks" is the default;
 "ragged" is equal on CPU (a test) and untimed on accelerators.
 
+With bf16 products (`model.matmul_dtype=bfloat16`) on a CPU where `jaxcook.kernels.cpu_gemm`'s
+library kernel is loaded, the layout has blocks of one row (no padding) and each grouped product
+is one FFI call that runs one oneMKL / oneDNN bf16 GEMM per expert group (`_kernel_grouped`), so
+the experts' products run on AMX tiles like the dense projections. Elsewhere bf16 products are
+XLA's, on bf16-rounded operands.
+
 Padding rows read a zero row and are never read back; `combine` gathers each (token, choice)
 row from its slot. With `valid_NK` (expert parallelism: the choices that go to this device's
 experts), the other choices get no row at all and `combine` gives them zeros.
@@ -21,6 +27,8 @@ from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
+
+from jaxcook.kernels import cpu_gemm
 
 
 @jax.tree_util.register_dataclass
@@ -51,11 +59,14 @@ def num_blocks(rows: int, experts: int, block: int) -> int:
     return min(rows, -(-(rows + experts * (block - 1)) // block))
 
 
-def plan(idx_NK: jax.Array, num_experts: int, valid_NK: jax.Array | None = None) -> Dispatch:
-    """The grouped layout of the N x K choices (`valid_NK`: only those; the bound stays N x K)."""
+def plan(
+    idx_NK: jax.Array, num_experts: int, valid_NK: jax.Array | None = None, block: int | None = None
+) -> Dispatch:
+    """The grouped layout of the N x K choices (`valid_NK`: only those; the bound stays N x K),
+    in blocks of `block` rows (default `block_rows`; 1 for the grouped kernel: no padding)."""
     N, K = idx_NK.shape
     M, E = N * K, num_experts
-    b = block_rows(M, E)
+    b = block_rows(M, E) if block is None else block
     G = num_blocks(M, E, b)
     e_M = idx_NK.reshape(M).astype(jnp.int32)
     if valid_NK is not None:  # dropped choices sort after every expert (a group E of their own)
@@ -98,8 +109,28 @@ def combine(y_GBD: jax.Array, d: Dispatch) -> jax.Array:
     return y_RD[d.slot_NK]
 
 
-def grouped_matmul(x_GBI: jax.Array, w_EIO: jax.Array, d: Dispatch, impl: str = "blocks") -> jax.Array:
-    """`x_row @ w[expert of row]` for every grouped row: [G, block, O]."""
+def uses_kernel(x: jax.Array, impl: str) -> bool:
+    """Whether bf16 grouped products of these rows ([rows, ...] or [G, block, ...]) run the
+    grouped library kernel: on CPU with the kernel loaded, outside a `shard_map`, more than
+    `cpu_gemm.SMALL_M` rows, `impl="blocks"`. Its layout needs no padding (`plan(block=1)`)."""
+    rows = x.shape[0] * (x.shape[1] if x.ndim == 3 else 1)
+    return impl == "blocks" and rows > cpu_gemm.SMALL_M and cpu_gemm.kernel_in_use() and not _varying(x)
+
+
+def grouped_matmul(
+    x_GBI: jax.Array, w_EIO: jax.Array, d: Dispatch, impl: str = "blocks", bf16: bool = False
+) -> jax.Array:
+    """`x_row @ w[expert of row]` for every grouped row: [G, block, O]. With `bf16`: bf16
+    operands, f32 accumulation, in x's dtype (see `_kernel_grouped`)."""
+    if bf16:
+        G, B, In = x_GBI.shape
+        if uses_kernel(x_GBI, impl):
+            y = _kernel_grouped(x_GBI.reshape(G * B, In), w_EIO, d.group_sizes_E)
+            return y.reshape(G, B, -1)
+        # bf16-rounded operands in x's dtype: their products and f32 sums are the kernel's numbers
+        # (up to summation order), with an f32 result
+        rounded = [a.astype(jnp.bfloat16).astype(x_GBI.dtype) for a in (x_GBI, w_EIO)]
+        return grouped_matmul(*rounded, d, impl)
     if impl == "ragged":
         G, B, In = x_GBI.shape
         y = jax.lax.ragged_dot(x_GBI.reshape(G * B, In), w_EIO, d.group_sizes_E)
@@ -183,3 +214,32 @@ def _block_matmul_bwd(res, dy_GBO):
 
 
 _block_matmul.defvjp(_block_matmul_fwd, _block_matmul_bwd)
+
+
+@jax.custom_vjp
+def _kernel_grouped(x_RI: jax.Array, w_EIO: jax.Array, sizes_E: jax.Array) -> jax.Array:
+    """The grouped rows [R, I] times their experts' kernels in one FFI call (one library bf16
+    product per expert group, `cpu_gemm.grouped_gemm`), in x's dtype. The backward is two more
+    grouped calls: dx from the kernels read transposed, dw per group, each only when that operand
+    is differentiated (a LoRA step never forms the frozen experts' dw)."""
+    return cpu_gemm.grouped_gemm(x_RI, w_EIO, sizes_E).astype(x_RI.dtype)
+
+
+def _kernel_grouped_fwd(x, w, sizes):
+    flags = (() if x.perturbed else None, () if w.perturbed else None)
+    # dw reads x only as bf16 operands: keep that copy (half the bytes of an f32 residual)
+    x_saved = x.value.astype(jnp.bfloat16) if w.perturbed else None
+    return _kernel_grouped(x.value, w.value, sizes.value), (x_saved, w.value, sizes.value, flags)
+
+
+def _kernel_grouped_bwd(res, dy_RO):
+    x_RI, w_EIO, sizes_E, (x_grad, w_grad) = res  # x_RI: bf16, kept only for dw
+    dx = dw = None
+    if x_grad is not None:
+        dx = cpu_gemm.grouped_gemm(dy_RO, w_EIO, sizes_E, trans_w=True).astype(dy_RO.dtype)  # = x's
+    if w_grad is not None:
+        dw = cpu_gemm.grouped_gemm_tn(x_RI, dy_RO, sizes_E).astype(w_EIO.dtype)
+    return dx, dw, None
+
+
+_kernel_grouped.defvjp(_kernel_grouped_fwd, _kernel_grouped_bwd, symbolic_zeros=True)

@@ -23,14 +23,14 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 def set_matmul_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
-    """Run every kernel product of `model` (projections, the tied unembedding) with `dtype`
+    """Run every kernel product of `model` (projections, MoE experts, the tied unembedding) with `dtype`
     operands: "bfloat16" = bf16 operands, f32 accumulation (AMX through oneMKL on a CPU that has
     it, see `jaxcook.kernels.cpu_gemm`); "float32" = the activations' dtype. A static attribute,
     so it is part of the graph definition and of every jit cache key."""
     if dtype not in MATMUL_DTYPES:
         raise ValueError(f"model.matmul_dtype={dtype!r}: expected one of {MATMUL_DTYPES}")
     for _, module in nnx.iter_modules(model):
-        if isinstance(module, Linear | Embed):
+        if isinstance(module, Linear | Embed) or hasattr(module, "bf16_matmul"):  # and MoE experts
             module.bf16_matmul = dtype == "bfloat16"
     return model
 

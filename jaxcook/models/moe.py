@@ -65,13 +65,17 @@ class GroupedLinear(nnx.Module):
         self.lora_scale = (
             float(lora_alpha if lora_alpha is not None else lora_rank) / lora_rank if lora_rank else 0.0
         )
+        self.bf16_matmul = False  # static: the kernel products in bf16 (see `set_matmul_dtype`)
 
     def __call__(self, x_GBI, d: grouped.Dispatch, impl: str = "blocks"):
-        y = grouped.grouped_matmul(x_GBI, self.kernel[...].astype(x_GBI.dtype), d, impl)
-        if self.lora_a is not None:
+        kernel = self.kernel[...].astype(x_GBI.dtype)  # bf16: cast in the product, dw stays f32
+        y = grouped.grouped_matmul(x_GBI, kernel, d, impl, self.bf16_matmul)
+        if self.lora_a is not None:  # bf16: the adapters' products too, as under torch.autocast
             a, b = self.lora_a[...].astype(x_GBI.dtype), self.lora_b[...].astype(x_GBI.dtype)
-            u = grouped.grouped_matmul(x_GBI, a, d, impl)
-            y = y + grouped.grouped_matmul(u, b, d, impl) * jnp.asarray(self.lora_scale, y.dtype)
+            u = grouped.grouped_matmul(x_GBI, a, d, impl, self.bf16_matmul)
+            y = y + grouped.grouped_matmul(u, b, d, impl, self.bf16_matmul) * jnp.asarray(
+                self.lora_scale, y.dtype
+            )
         return y
 
 

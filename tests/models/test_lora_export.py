@@ -94,3 +94,38 @@ def test_merge_adapters_in_place_keeps_forward(hf_folder):
     before = logits(model, tokens, mask)
     lora_lib.merge_adapters(model)
     np.testing.assert_allclose(logits(model, tokens, mask), before, atol=1e-5)
+
+
+def test_peft_adapter_of_moe_experts_loads_with_same_logits(tmp_path):
+    # Adapters on attention and on every expert's gate / up / down: PEFT puts the experts' on
+    # transformers' fused expert parameters (target_parameters), gate and up as one of rank 2r.
+    from tests.models.families import padded_batch as moe_batch
+    from tests.models.families import save_random_hf as save_family
+
+    save_family(tmp_path / "base", "qwen3_moe")
+    tokens, mask = moe_batch()
+    model = load(str(tmp_path / "base"), lora=LoraConfig(rank=4, alpha=8), tokenizer=False).model
+    randomize_adapters(model)
+    ours = logits(model, tokens, mask)
+    valid = mask.astype(bool)
+    base_logits = logits(load(str(tmp_path / "base"), tokenizer=False).model, tokens, mask)
+    assert np.abs(ours - base_logits)[valid].max() > 1e-3  # the adapters matter
+    adapter = save_peft(model, tmp_path / "adapter", base_model_name_or_path=str(tmp_path / "base"))
+    base = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32)
+    hf = peft.PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits.numpy()
+    assert np.abs(ref[valid] - ours[valid]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("case", ["gpt_oss", "deepseek_v3"])
+def test_peft_export_of_other_moe_expert_adapters_is_a_clear_error(case, tmp_path):
+    from tests.models.families import save_random_hf as save_family
+
+    save_family(tmp_path / "base", case)
+    model = load(str(tmp_path / "base"), lora=LoraConfig(rank=4), tokenizer=False).model
+    with pytest.raises(ValueError, match=rf"save_peft \({case}\):.*save_hf.*lora.train_mlp=false"):
+        save_peft(model, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()  # nothing half-written
+    attn_only = load(str(tmp_path / "base"), lora=LoraConfig(rank=4, train_mlp=False), tokenizer=False).model
+    assert (save_peft(attn_only, tmp_path / "adapter") / "adapter_model.safetensors").exists()
