@@ -4,7 +4,9 @@ XLA:CPU in jaxlib 0.10 runs a bf16 dot no faster than an f32 one, while the bf16
 (`dnnl_gemm_bf16bf16f32`, the library PyTorch's CPU matmuls use) and oneMKL
 (`cblas_gemm_bf16bf16f32`) run bf16 operands with f32 accumulation on the processor's bf16 units.
 `gemm(a, b, trans_a, trans_b)` = `op(a) @ op(b)` in float32 from bf16 operands, as an XLA FFI call
-into `cpu_gemm.cc`; a transposed operand is read in place, never copied.
+into `cpu_gemm.cc`; a transposed operand is read in place, never copied. `grouped_gemm` and
+`grouped_gemm_tn` are the MoE experts' products: rows sorted by expert, one library GEMM per
+expert group inside one FFI call (`jaxcook.models.grouped`).
 
 Which library: `JAXCOOK_CPU_GEMM=onednn|mkl|xla`, or by default the first installed of the
 processor's order: oneDNN then oneMKL on AMD and others, oneMKL then oneDNN on Intel. oneMKL keeps
