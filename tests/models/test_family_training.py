@@ -97,8 +97,8 @@ def test_merged_export_reloads_in_transformers_with_equal_logits(trained, tmp_pa
     reloaded = load(str(out), tokenizer=False).model
     again = np.asarray(reloaded.logits(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask)))
     assert np.abs(again[valid] - ours[valid]).max() <= 1e-4
-    if case in ("qwen3_moe", "gpt_oss", "deepseek_v3"):
-        with pytest.raises(ValueError, match="save_peft: adapters on MoE experts"):
+    if case in ("gpt_oss", "deepseek_v3"):  # Qwen3-MoE's: tests/models/test_lora_export.py
+        with pytest.raises(ValueError, match=rf"save_peft \({case}\):"):
             save_peft(model, tmp_path / "adapter")
 
 
