@@ -211,7 +211,9 @@ def load_tokenizer(name_or_path: str):
     converted = where.path.with_name(where.path.stem + ".tokenizer")
     if (converted / "tokenizer_config.json").exists():
         return AutoTokenizer.from_pretrained(str(converted))
-    tok = AutoTokenizer.from_pretrained(str(where.path.parent), gguf_file=where.path.name)
+    from jaxcook.models import gguf_tokenizer
+
+    tok = gguf_tokenizer.load(where.path)
     try:
         tok.save_pretrained(str(converted))
     except OSError:  # a read-only model folder: convert again next time

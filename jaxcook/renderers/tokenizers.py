@@ -39,11 +39,10 @@ def _from_json(spec: dict, template: str, **special_tokens):
 
 
 def _smollm2():
-    from transformers import AutoTokenizer
+    from jaxcook.models import gguf_tokenizer
 
-    gguf = assets.fetch_file("smollm2-135m-instruct-gguf")
     # The GGUF carries SmolLM2's tokenizer and its HF chat template.
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return gguf_tokenizer.load(assets.fetch_file("smollm2-135m-instruct-gguf"))
 
 
 def _qwen3_spec() -> dict:
