@@ -14,6 +14,9 @@ weights, for a machine without torch or the model file (a GPU host, say).
 sides: jaxcook through `model.matmul_dtype=bfloat16` (oneMKL on AMX on CPU), PyTorch under
 `torch.autocast("cpu", torch.bfloat16)` (oneDNN on AMX); weights, adapters, optimizer state and
 the loss stay f32. That is each side's best setting on an AMX machine; f32 vs f32 is the default.
+`--dtype bfloat16` loads the base weights in bf16 on both sides (`param_dtype` / `model.to`), so
+the activations between the matmuls are bf16 too; adapters and their optimizer state stay f32
+(PEFT computes its adapter products in f32, jaxcook in the activations' dtype), the loss f32.
 
 FLOPs per step use the usual estimates: full fine-tuning 6 N T, LoRA 4 N T (no weight gradients
 for the frozen base), N = non-embedding parameters + the unembedding, T = tokens, plus attention
@@ -137,10 +140,10 @@ def torch_model(name: str):
     return transformers.LlamaForCausalLM(cfg)
 
 
-def bench_torch(name, mode, batch, seq, iters, rank, matmul_dtype="float32"):
+def bench_torch(name, mode, batch, seq, iters, rank, matmul_dtype="float32", dtype="float32"):
     import torch
 
-    model = torch_model(name).train()
+    model = torch_model(name).to(getattr(torch, dtype)).train()
     if mode == "lora":
         import peft
 
@@ -214,7 +217,7 @@ def main():
             )
             if not args.no_peer:
                 torch_s = bench_torch(
-                    name, mode, args.batch, args.seq, args.iters, args.rank, args.matmul_dtype
+                    name, mode, args.batch, args.seq, args.iters, args.rank, args.matmul_dtype, args.dtype
                 )
                 line += (
                     f"  pytorch {tokens / torch_s:8.1f} tok/s ({torch_s:6.2f} s, "

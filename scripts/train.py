@@ -10,6 +10,10 @@ names (`lora_rank=16`, `model=`, `dataset=`, `epochs=`, ...) are listed by `--re
     python scripts/train.py --recipe supervised dataset=chats.jsonl epochs=2   # task names work too
     python scripts/train.py --recipe mypackage.my_recipe ...  # a recipe module outside the registry
 
+With `JAXCOOK_MALLOC=tuned` the process re-executes itself once at start with glibc malloc
+settings that keep XLA's step buffers mapped between steps: faster, more memory
+(`jaxcook/allocator.py`).
+
 A user error (a bad key or value, a data file with a bad line, an unknown recipe or env, a missing
 file) is printed as one line `train.py: error: ...` and exits with status 2; `--debug` prints the
 traceback too.
@@ -160,4 +164,7 @@ def _main(parser: argparse.ArgumentParser, args) -> int:
 
 
 if __name__ == "__main__":
+    from jaxcook import allocator
+
+    allocator.relaunch_tuned()  # JAXCOOK_MALLOC=tuned: glibc settings that reuse XLA's step buffers
     sys.exit(main())
