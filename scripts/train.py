@@ -166,5 +166,9 @@ def _main(parser: argparse.ArgumentParser, args) -> int:
 if __name__ == "__main__":
     from jaxcook import allocator
 
-    allocator.relaunch_tuned()  # JAXCOOK_MALLOC=tuned: glibc settings that reuse XLA's step buffers
+    try:
+        allocator.relaunch_tuned()  # JAXCOOK_MALLOC=tuned: glibc settings that reuse XLA's step buffers
+    except ValueError as e:  # a bad JAXCOOK_MALLOC: one line, like the other user errors
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main())

@@ -87,3 +87,15 @@ def test_tuned_settings_spare_the_step_buffers_their_page_faults():
     # 64 MiB of temporaries: ~16k faults a call when mapped afresh
     assert faults["default"] > 8000, faults
     assert faults["tuned"] < faults["default"] / 8, faults
+
+
+def test_train_py_names_a_bad_setting_in_one_line():
+    out = run(
+        f"import runpy, sys; sys.argv = ['train.py', '--help']; "
+        f"runpy.run_path({str(ROOT / 'scripts' / 'train.py')!r}, run_name='__main__')",
+        JAXCOOK_MALLOC="fast",
+    )
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip() == "train.py: error: JAXCOOK_MALLOC='fast': expected one of ('tuned', 'default')"
+    )
